@@ -1,0 +1,204 @@
+"""The ``polywall`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+from compiler import __version__, capabilities
+from compiler.errors import Diagnostic, PolicyError, PolywallError, SourceCache, render
+
+EXIT_OK, EXIT_POLICY, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(PolywallError):
+    """The command line asks for something that cannot be done."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="polywall",
+        description="Compile one firewall policy to the configuration of many firewalls.",
+    )
+    parser.add_argument("--version", action="version", version=f"polywall {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    compile_ = commands.add_parser("compile", help="compile a policy for one or more targets")
+    compile_.add_argument("policy", metavar="POLICY", help="policy file (.wall)")
+    compile_.add_argument(
+        "--target",
+        "-t",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="target to export; repeat it or separate names by commas; 'all' for every target",
+    )
+    compile_.add_argument(
+        "--output",
+        "-o",
+        metavar="DIR",
+        help="write DIR/<target>/... ; without it a single-file result goes to standard output",
+    )
+    compile_.add_argument(
+        "--skip-unsupported",
+        action="store_true",
+        help="with several targets, still write the targets that can express the policy",
+    )
+
+    check = commands.add_parser("check", help="parse and resolve a policy without exporting")
+    check.add_argument("policy", metavar="POLICY")
+
+    commands.add_parser("targets", help="list the available targets")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sources = SourceCache()
+    try:
+        if args.command == "targets":
+            return _targets()
+        if args.command == "check":
+            graph = _load(args.policy, sources)
+            _warn(graph.warnings, sources)
+            count = sum(len(c.rules) for c in graph.chains.values())
+            print(f"{args.policy}: ok, policy {graph.name}, {count} rules after expansion")
+            return EXIT_OK
+        return _compile(args, sources)
+    except PolicyError as exc:
+        for diagnostic in exc.diagnostics:
+            print(render(diagnostic, sources), file=sys.stderr)
+        return EXIT_POLICY
+    except UsageError as exc:
+        print(f"polywall: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PolywallError as exc:
+        print(f"polywall: error: {exc}", file=sys.stderr)
+        return EXIT_POLICY
+
+
+def _load(path: str, sources: SourceCache):
+    from compiler.api import load_policy
+
+    return load_policy(path, sources)
+
+
+def _warn(warnings: list[Diagnostic], sources: SourceCache) -> None:
+    for warning in warnings:
+        print(render(warning, sources), file=sys.stderr)
+
+
+def _targets() -> int:
+    from compiler.plugins import exporters
+
+    found = exporters()
+    width = max(len(name) for name in found)
+    for name, exporter in found.items():
+        print(f"{name:<{width}}  {exporter.description}")
+    return EXIT_OK
+
+
+def _selected_targets(requested: list[str], available: dict) -> tuple[list[str], bool]:
+    names: list[str] = []
+    for value in requested:
+        names.extend(part.strip() for part in value.split(",") if part.strip())
+    if "all" in names:
+        return list(available), True
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise UsageError(f"unknown target '{unknown[0]}'; available: {', '.join(available)}")
+    return list(dict.fromkeys(names)), len(set(names)) > 1
+
+
+def _compile(args, sources: SourceCache) -> int:
+    from compiler.plugins import exporters
+
+    available = exporters()
+    targets, several = _selected_targets(args.target, available)
+    graph = _load(args.policy, sources)
+    _warn(graph.warnings, sources)
+
+    outputs: dict[str, dict[str, str]] = {}
+    unsupported: list[str] = []
+    problems: list[Diagnostic] = []
+    for name in targets:
+        exporter = available[name]
+        found = capabilities.check(graph, name, frozenset(exporter.capabilities))
+        if hasattr(exporter, "check"):
+            found += exporter.check(graph)
+        if found:
+            problems.extend(found)
+            unsupported.append(name)
+            continue
+        outputs[name] = exporter.render(graph)
+
+    if problems:
+        for diagnostic in problems:
+            print(render(diagnostic, sources), file=sys.stderr)
+        if not (several and args.skip_unsupported):
+            if several:
+                print(
+                    f"polywall: nothing written; {', '.join(unsupported)} cannot express this policy "
+                    "(pass --skip-unsupported to write the other targets)",
+                    file=sys.stderr,
+                )
+            return EXIT_POLICY
+        print(f"polywall: skipped {', '.join(unsupported)}", file=sys.stderr)
+
+    if args.output is None:
+        if len(outputs) != 1 or len(next(iter(outputs.values()))) != 1:
+            files = sum(len(v) for v in outputs.values())
+            raise UsageError(
+                f"{', '.join(outputs) or 'the targets'} write {files} files; give --output DIR"
+            )
+        sys.stdout.write(next(iter(next(iter(outputs.values())).values())))
+        return EXIT_OK
+    written = write_outputs(args.output, outputs)
+    for path in written:
+        print(path)
+    return EXIT_OK if not problems else EXIT_POLICY
+
+
+def write_outputs(directory: str, outputs: dict[str, dict[str, str]]) -> list[str]:
+    """Write DIR/<target>/<file> for every target, replacing each target folder whole.
+
+    Files go to a temporary folder inside DIR first, and each target folder is
+    swapped in by rename, so an error leaves no half-written target behind.
+    """
+    try:
+        os.makedirs(directory, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".polywall-", dir=directory)
+    except OSError as exc:
+        raise PolywallError(f"cannot create output folder {directory}: {exc.strerror}") from None
+    written: list[str] = []
+    try:
+        for target, files in outputs.items():
+            for relative, text in sorted(files.items()):
+                path = os.path.join(staging, target, relative)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "w", encoding="utf-8", newline="\n") as handle:
+                    handle.write(text)
+                written.append(os.path.join(directory, target, relative))
+        for target in outputs:
+            final = os.path.join(directory, target)
+            if os.path.lexists(final):
+                os.rename(final, os.path.join(staging, f".old-{target}"))
+            os.rename(os.path.join(staging, target), final)
+    except OSError as exc:
+        raise PolywallError(f"cannot write output to {directory}: {exc.strerror}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return written
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,316 @@
+"""Parse policy files into syntax trees, following includes."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from compiler import syntax
+from compiler.errors import Diagnostic, PolicyError, Source, SourceCache, error
+from grammar import grammar_text
+
+# Words shown for terminals in "expected ..." messages.
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "INT": "a number",
+    "PORT_RANGE": "a port range",
+    "ADDRESS": "an address",
+    "STRING": 'a quoted string ("...")',
+    "IFACE": "an interface name",
+    "RATE": "a rate such as 10/minute",
+    "_NL": "end of line",
+    "$END": "end of file",
+}
+
+
+@cache
+def _parser() -> Lark:
+    return Lark(
+        grammar_text(),
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=False,
+        cache=True,
+    )
+
+
+def _describe_terminals(names: set[str]) -> str:
+    parser = _parser()
+    patterns = {t.name: t.pattern for t in parser.terminals}
+    words = set()
+    for name in names:
+        if name in _TERMINAL_WORDS:
+            words.add(_TERMINAL_WORDS[name])
+        elif name in patterns and patterns[name].type == "str":
+            words.add(f"'{patterns[name].value}'")
+        else:
+            words.add(name.lower())
+    ordered = sorted(words)
+    if len(ordered) > 8:
+        ordered = ordered[:8] + ["..."]
+    return ", ".join(ordered)
+
+
+class Loader:
+    """Read a policy file and its includes into one list of statements."""
+
+    def __init__(self, sources: SourceCache | None = None):
+        self.sources = sources if sources is not None else SourceCache()
+        self.files: list[str] = []
+
+    def display_name(self, path: str) -> str:
+        """Return the path as shown in messages: relative to the working folder when inside it."""
+        relative = os.path.relpath(path)
+        return path if relative.startswith("..") else relative
+
+    def load(self, path: str) -> list[syntax.Statement]:
+        return self._load(os.path.abspath(path), path, (), ())
+
+    def load_text(self, text: str, name: str = "<policy>") -> list[syntax.Statement]:
+        self.sources.texts[name] = text
+        self.files.append(name)
+        return self._statements(text, name, os.getcwd(), (), ())
+
+    def _load(self, path, display, chain, stack) -> list[syntax.Statement]:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            raise error(f"policy file not found: {display}", None) from None
+        except UnicodeDecodeError as exc:
+            raise error(f"{display} is not valid UTF-8 text: {exc.reason}", None) from None
+        except OSError as exc:
+            raise error(f"cannot read {display}: {exc.strerror}", None) from None
+        self.sources.texts[display] = text
+        self.files.append(display)
+        return self._statements(text, display, os.path.dirname(path), chain, stack + (path,))
+
+    def _statements(self, text, display, directory, chain, stack) -> list[syntax.Statement]:
+        tree = self._parse(text, display, chain)
+        builder = _Builder(display, text, chain)
+        out: list[syntax.Statement] = []
+        for child in tree.children:
+            if child.data == "include_stmt":
+                out.extend(self._include(child, builder, directory, chain, stack))
+            else:
+                out.append(builder.statement(child))
+        return out
+
+    def _include(self, tree: Tree, builder: "_Builder", directory, chain, stack):
+        token = tree.children[0]
+        source = builder.token_source(token)
+        target = _unquote(token)
+        path = os.path.abspath(os.path.join(directory, target))
+        display = self.display_name(path)
+        if path in stack:
+            cycle = " -> ".join(self.display_name(p) for p in stack[stack.index(path):] + (path,))
+            raise error(f"include cycle: {cycle}", source, "remove one of these includes")
+        if not os.path.exists(path):
+            raise error(
+                f'included file not found: "{target}" (looked for {display})',
+                source,
+                "include paths are relative to the file that contains the include",
+            )
+        return self._load(path, display, chain + ((source.file, source.line),), stack)
+
+    def _parse(self, text: str, display: str, chain) -> Tree:
+        try:
+            return _parser().parse(text + "\n")
+        except UnexpectedInput as exc:
+            raise self._syntax_error(exc, text, display, chain) from None
+
+    def _syntax_error(self, exc: UnexpectedInput, text: str, display: str, chain) -> PolicyError:
+        line = getattr(exc, "line", 1) or 1
+        column = getattr(exc, "column", 1) or 1
+        if isinstance(exc, UnexpectedToken) and exc.token.type == "$END":
+            lines = text.splitlines() or [""]
+            line, column = len(lines), len(lines[-1]) + 1
+        source = Source(display, line, column, column + 1, chain)
+        hint = None
+        if isinstance(exc, UnexpectedCharacters):
+            char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+            message = f"unexpected character {char!r}"
+            expected = exc.allowed or set()
+            if char == "'":
+                hint = 'strings use double quotes: "..."'
+        elif isinstance(exc, UnexpectedToken):
+            token = exc.token
+            value = str(token).strip() or "end of line"
+            width = max(1, len(str(token).split("\n")[0]))
+            source = Source(display, line, column, column + width, chain)
+            message = f"unexpected {value!r}" if token.type not in ("_NL", "$END") else "unexpected end of line"
+            expected = exc.expected or set()
+            if token.type == "_NL" and "COMMA" not in expected:
+                hint = None
+        elif isinstance(exc, UnexpectedEOF):
+            message = "unexpected end of file"
+            expected = set(exc.expected or ())
+        else:  # pragma: no cover - Lark raises only the three above
+            message = "syntax error"
+            expected = set()
+        if expected:
+            message += f"; expected {_describe_terminals(set(expected))}"
+        return PolicyError(Diagnostic(message, source, hint))
+
+
+def _unquote(token: Token) -> str:
+    body = str(token)[1:-1]
+    out = []
+    i = 0
+    while i < len(body):
+        if body[i] == "\\" and i + 1 < len(body):
+            nxt = body[i + 1]
+            out.append({"n": "\n", "t": "\t"}.get(nxt, nxt))
+            i += 2
+        else:
+            out.append(body[i])
+            i += 1
+    return "".join(out)
+
+
+class _Builder:
+    """Turn Lark trees of one file into syntax nodes with source positions."""
+
+    def __init__(self, file: str, text: str, chain):
+        self.file = file
+        self.text = text
+        self.chain = chain
+
+    def token_source(self, token: Token) -> Source:
+        return Source(self.file, token.line, token.column, token.end_column, self.chain)
+
+    def tree_source(self, tree: Tree) -> Source:
+        meta = tree.meta
+        end = meta.end_column if meta.end_line == meta.line else meta.column + 1
+        return Source(self.file, meta.line, meta.column, end, self.chain)
+
+    def tree_text(self, tree: Tree) -> str:
+        return " ".join(self.text[tree.meta.start_pos : tree.meta.end_pos].split())
+
+    def statement(self, tree: Tree) -> syntax.Statement:
+        return getattr(self, "_" + tree.data)(tree)
+
+    def _policy_stmt(self, tree: Tree) -> syntax.PolicyStmt:
+        return syntax.PolicyStmt(str(tree.children[0]), self.tree_source(tree))
+
+    def _service_def(self, tree: Tree) -> syntax.ServiceDef:
+        name, *items = tree.children
+        entries = []
+        for item in items:
+            protocol = None
+            parts = list(item.children)
+            if isinstance(parts[0], Tree) and parts[0].data == "protocol":
+                protocol = str(parts.pop(0).children[0])
+            entries.append((protocol, self._port(parts[0])))
+        return syntax.ServiceDef(str(name), entries, self.token_source(name))
+
+    def _hosts_def(self, tree: Tree) -> syntax.HostsDef:
+        name, *items = tree.children
+        return syntax.HostsDef(str(name), [self._address(i) for i in items], self.token_source(name))
+
+    def _default_stmt(self, tree: Tree) -> syntax.DefaultStmt:
+        action = str(tree.children[0].children[0])
+        directions = self._directions(tree.children[1]) if len(tree.children) > 1 else []
+        return syntax.DefaultStmt(action, directions, self.tree_source(tree))
+
+    def _directions(self, tree: Tree) -> list[tuple[str, Source]]:
+        return [(str(d.children[0]), self.token_source(d.children[0])) for d in tree.children]
+
+    def _port(self, tree: Tree) -> syntax.PortItem:
+        token = tree.children[0]
+        kind = {"port_number": "number", "port_range": "range", "port_name": "name"}[tree.data]
+        return syntax.PortItem(kind, str(token), self.token_source(token))
+
+    def _ports(self, tree: Tree) -> list[syntax.PortItem]:
+        return [self._port(child) for child in tree.children]
+
+    def _address(self, tree: Tree) -> syntax.AddressItem:
+        source = self.tree_source(tree)
+        if tree.data == "any_address":
+            return syntax.AddressItem("any", "any", source)
+        token = tree.children[0]
+        kind = "address" if tree.data in ("address", "negated_address") else "group"
+        negated = tree.data.startswith("negated")
+        return syntax.AddressItem(kind, str(token), source, negated)
+
+    def _rule(self, tree: Tree) -> syntax.RuleStmt:
+        action_tree, *clauses = tree.children
+        rule = syntax.RuleStmt(
+            action=str(action_tree.children[0]),
+            source=self.tree_source(action_tree),
+            text=self.tree_text(tree),
+        )
+        for clause in clauses:
+            self._clause(rule, clause)
+        return rule
+
+    def _claim(self, rule: syntax.RuleStmt, name: str, tree: Tree) -> None:
+        source = self.tree_source(tree)
+        if name in rule.clauses:
+            first = rule.clauses[name]
+            raise error(
+                f"'{name}' is given twice in one rule (first at column {first.column})",
+                source,
+                f"merge the two '{name}' clauses into one",
+            )
+        rule.clauses[name] = source
+
+    def _clause(self, rule: syntax.RuleStmt, clause: Tree) -> None:
+        kind = clause.data
+        children = clause.children
+        if kind == "protocol_target":
+            self._claim(rule, "protocol", clause)
+            rule.protocol = str(children[0].children[0])
+            rule.protocol_source = self.token_source(children[0].children[0])
+            if len(children) > 1:
+                rule.ports = self._ports(children[1])
+        elif kind == "port_target":
+            self._claim(rule, "ports", clause)
+            rule.ports = self._ports(children[0])
+        elif kind == "directions":
+            self._claim(rule, "direction", clause)
+            rule.directions = self._directions(clause)
+        elif kind in ("from_clause", "to_clause"):
+            name = kind.split("_")[0]
+            self._claim(rule, name, clause)
+            addresses = [self._address(a) for a in children[0].children]
+            ports = self._ports(children[1]) if len(children) > 1 else []
+            if name == "from":
+                rule.from_addresses, rule.from_ports = addresses, ports
+            else:
+                rule.to_addresses, rule.to_ports = addresses, ports
+        elif kind == "in_interface":
+            self._claim(rule, "on", clause)
+            rule.in_interface = (str(children[0]), self.token_source(children[0]))
+        elif kind == "out_interface":
+            self._claim(rule, "out-on", clause)
+            rule.out_interface = (str(children[0]), self.token_source(children[0]))
+        elif kind == "established":
+            self._claim(rule, "state", clause)
+            source = self.tree_source(clause)
+            rule.states = [("established", source), ("related", source)]
+        elif kind == "state":
+            self._claim(rule, "state", clause)
+            rule.states = [(str(s.children[0]), self.token_source(s.children[0])) for s in children]
+        elif kind == "log":
+            self._claim(rule, "log", clause)
+            rule.log = True
+            rule.log_source = self.tree_source(clause)
+            if children:
+                rule.log_prefix = _unquote(children[0])
+        elif kind == "limit":
+            self._claim(rule, "limit", clause)
+            rate, _, unit = str(children[0]).partition("/")
+            burst = int(children[1]) if len(children) > 1 else None
+            rule.limit = syntax.Limit(int(rate), unit, burst, self.tree_source(clause))
+        elif kind == "comment":
+            self._claim(rule, "comment", clause)
+            rule.comment = _unquote(children[0])
+        elif kind == "reject_with":
+            self._claim(rule, "with", clause)
+            rule.reject_with = (str(children[0]), self.token_source(children[0]))
+        else:  # pragma: no cover - the grammar has no other clause
+            raise AssertionError(kind)

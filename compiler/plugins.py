@@ -1,0 +1,56 @@
+"""Discovery of exporters through pluggy, built-in and third-party alike."""
+
+from __future__ import annotations
+
+import importlib
+
+import pluggy
+
+from compiler import hookspecs
+from compiler.errors import PolywallError
+
+BUILTIN_EXPORTERS = (
+    "exporters.iptables",
+    "exporters.nftables",
+    "exporters.json_graph",
+)
+
+
+class PluginError(PolywallError):
+    """An exporter plugin is broken or conflicts with another one."""
+
+
+def plugin_manager(load_entry_points: bool = True, extra=()) -> pluggy.PluginManager:
+    """Create a plugin manager with the built-in exporters and, optionally, entry points."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    for module_name in BUILTIN_EXPORTERS:
+        manager.register(importlib.import_module(module_name), name=module_name)
+    for plugin in extra:
+        manager.register(plugin)
+    if load_entry_points:
+        manager.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
+    return manager
+
+
+def exporters(manager: pluggy.PluginManager | None = None) -> dict:
+    """Return every registered exporter by target name, sorted by name."""
+    manager = manager or plugin_manager()
+    found: dict = {}
+    owners: dict[str, str] = {}
+    for plugin in manager.get_plugins():
+        implementation = getattr(plugin, "polywall_exporters", None)
+        if implementation is None:
+            continue
+        plugin_name = manager.get_name(plugin) or repr(plugin)
+        for exporter in implementation():
+            for attribute in ("name", "description", "capabilities", "render"):
+                if not hasattr(exporter, attribute):
+                    raise PluginError(f"exporter from plugin {plugin_name} has no '{attribute}' attribute")
+            if exporter.name in found:
+                raise PluginError(
+                    f"target '{exporter.name}' is provided by both {owners[exporter.name]} and {plugin_name}"
+                )
+            found[exporter.name] = exporter
+            owners[exporter.name] = plugin_name
+    return dict(sorted(found.items()))

@@ -1,0 +1,1 @@
+"""Built-in exporters, one module per target; each is a pluggy plugin."""

@@ -26,6 +26,22 @@ _TERMINAL_WORDS = {
 }
 
 
+# Words from other firewalls that users type by habit, and the polywall word.
+_KEYWORD_HINTS = {
+    "accept": "polywall's action is 'allow'",
+    "permit": "polywall's action is 'allow'",
+    "pass": "polywall's action is 'allow'",
+    "deny": "polywall's actions are 'drop' and 'reject'",
+    "block": "polywall's actions are 'drop' and 'reject'",
+    "input": "directions are 'in', 'out' and 'fwd'",
+    "output": "directions are 'in', 'out' and 'fwd'",
+    "forward": "directions are 'in', 'out' and 'fwd'",
+    "proto": "write the protocol after the action, as in 'allow tcp 22'",
+    "dport": "write ports after the protocol, as in 'allow tcp 22'",
+    "sport": "write a source port as 'from ADDRESS port P'",
+}
+
+
 @cache
 def _parser() -> Lark:
     return Lark(
@@ -49,8 +65,8 @@ def _describe_terminals(names: set[str]) -> str:
         else:
             words.add(name.lower())
     ordered = sorted(words)
-    if len(ordered) > 8:
-        ordered = ordered[:8] + ["..."]
+    if len(ordered) > 16:
+        ordered = ordered[:16] + ["..."]
     return ", ".join(ordered)
 
 
@@ -130,6 +146,18 @@ class Loader:
             line, column = len(lines), len(lines[-1]) + 1
         source = Source(display, line, column, column + 1, chain)
         hint = None
+        word = _word_at(text, line, column)
+        if word is not None and isinstance(exc, (UnexpectedToken, UnexpectedCharacters)):
+            # The lexer may have cut a word after a keyword prefix ("input" into
+            # "in" + "put"); report the whole word the user wrote.
+            start, value = word
+            expected = (exc.expected if isinstance(exc, UnexpectedToken) else exc.allowed) or set()
+            source = Source(display, line, start, start + len(value), chain)
+            message = f"unexpected {value!r}"
+            hint = _KEYWORD_HINTS.get(value.lower())
+            if expected:
+                message += f"; expected {_describe_terminals(set(expected))}"
+            return PolicyError(Diagnostic(message, source, hint))
         if isinstance(exc, UnexpectedCharacters):
             char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
             message = f"unexpected character {char!r}"
@@ -143,8 +171,7 @@ class Loader:
             source = Source(display, line, column, column + width, chain)
             message = f"unexpected {value!r}" if token.type not in ("_NL", "$END") else "unexpected end of line"
             expected = exc.expected or set()
-            if token.type == "_NL" and "COMMA" not in expected:
-                hint = None
+            hint = _KEYWORD_HINTS.get(str(token).lower())
         elif isinstance(exc, UnexpectedEOF):
             message = "unexpected end of file"
             expected = set(exc.expected or ())
@@ -154,6 +181,29 @@ class Loader:
         if expected:
             message += f"; expected {_describe_terminals(set(expected))}"
         return PolicyError(Diagnostic(message, source, hint))
+
+
+_WORD_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def _word_at(text: str, line: int, column: int) -> tuple[int, str] | None:
+    """Return (start column, word) of a name-like word that a keyword prefix split, if any."""
+    lines = text.splitlines()
+    if not 1 <= line <= len(lines):
+        return None
+    row = lines[line - 1]
+    index = column - 1
+    if index >= len(row) or row[index] not in _WORD_CHARS:
+        return None
+    start = index
+    while start > 0 and row[start - 1] in _WORD_CHARS:
+        start -= 1
+    if start == index:
+        return None
+    end = index
+    while end < len(row) and row[end] in _WORD_CHARS:
+        end += 1
+    return start + 1, row[start:end]
 
 
 def _unquote(token: Token) -> str:

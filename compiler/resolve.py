@@ -41,9 +41,38 @@ MAX_COMMENT_BYTES = 255
 PROTOCOL_FAMILIES = {"icmp": ("ipv4",), "icmpv6": ("ipv6",)}
 
 
-def _suggest(word: str, choices) -> str | None:
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
+def edit_distance(a: str, b: str) -> int:
+    """Return the Damerau-Levenshtein distance (with adjacent transpositions) of two words."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, char_b in enumerate(b, 1):
+            cost = 0 if char_a == char_b else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and char_a == b[j - 2] and a[i - 2] == char_b:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def suggest(word: str, choices, fallback=()) -> str | None:
+    """Return "did you mean 'X'?" for the closest choice, or None when none is close.
+
+    Ties go to a choice of the same length, so a typo in one letter beats a
+    shorter name that only drops it. Choices in fallback (such as aliases) are
+    offered only when no main choice is close.
+    """
+    limit = max(1, len(word) // 3)
+    ranked = sorted(
+        (edit_distance(word, choice), len(choice) != len(word), choice) for choice in set(choices)
+    )
+    if ranked and ranked[0][0] <= limit:
+        return f"did you mean '{ranked[0][2]}'?"
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.75)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return suggest(word, fallback) if fallback else None
 
 
 @dataclass
@@ -236,8 +265,8 @@ class Resolver:
             return [_PortSelection(protocol, (PortRange(low, high),))]
         name = item.text
         if name not in self.service_defs and name not in catalog.services():
-            candidates = set(catalog.services()) | set(self.service_defs)
-            hint = _suggest(name, candidates)
+            canonical = {entry.name for entry in catalog.services().values()}
+            hint = suggest(name, canonical | set(self.service_defs), fallback=catalog.services())
             if name in self.host_defs:
                 hint = f"'{name}' is a host group; use it after 'from' or 'to'"
             raise error(f"unknown service '{name}'", item.source, hint)
@@ -262,7 +291,7 @@ class Resolver:
             code = int(item.text)
             if code in by_code:
                 return _PortSelection(protocol, icmp_types=(by_code[code],))
-        hint = _suggest(item.text, table) if item.kind == "name" else None
+        hint = suggest(item.text, table) if item.kind == "name" else None
         if item.kind != "name" or (hint is None and item.text in catalog.services()):
             hint = f"{protocol} has types, not ports; known types: " + ", ".join(sorted(table))
         raise error(f"unknown {protocol} type '{item.text}'", item.source, hint)
@@ -327,7 +356,7 @@ class Resolver:
     def _address_networks(self, item: syntax.AddressItem) -> list[Network]:
         if item.kind == "group":
             if item.text not in self.host_defs:
-                hint = _suggest(item.text, self.host_defs)
+                hint = suggest(item.text, self.host_defs)
                 if item.text in self.service_defs or item.text in catalog.services():
                     hint = f"'{item.text}' is a service; put it after the action"
                 raise error(f"unknown host group '{item.text}'", item.source, hint)
@@ -484,7 +513,7 @@ class Resolver:
             return name
         if name not in catalog.REJECT_TYPES:
             choices = [catalog.TCP_RESET, *catalog.REJECT_TYPES]
-            raise error(f"unknown reject type '{name}'", source, _suggest(name, choices) or "known types: " + ", ".join(choices))
+            raise error(f"unknown reject type '{name}'", source, suggest(name, choices) or "known types: " + ", ".join(choices))
         return name
 
     def _check_interfaces(self, rule: syntax.RuleStmt, directions: list[str]) -> None:

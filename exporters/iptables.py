@@ -96,15 +96,24 @@ def _reject_type(rule: Rule | None, family: str) -> str:
     return v4 if family == "ipv4" else v6
 
 
-def _ports(option: str, ports: tuple[PortRange, ...]) -> list[str]:
-    if not ports:
-        return []
-    if len(ports) == 1:
-        item = ports[0]
-        value = str(item.low) if item.low == item.high else f"{item.low}:{item.high}"
-        return [f"--{option}", value]
-    values = ",".join(str(p.low) if p.low == p.high else f"{p.low}:{p.high}" for p in ports)
-    return ["-m", "multiport", f"--{option}s", values]
+def _port_value(item: PortRange) -> str:
+    return str(item.low) if item.low == item.high else f"{item.low}:{item.high}"
+
+
+def _port_matches(protocol: str, sports: tuple[PortRange, ...], dports: tuple[PortRange, ...]) -> list[str]:
+    """Return the port options: single ports through the protocol's own match, lists through multiport.
+
+    Each list gets its own multiport instance, because one instance cannot
+    take source and destination ports together.
+    """
+    single: list[str] = []
+    lists: list[str] = []
+    for option, ports in (("sport", sports), ("dport", dports)):
+        if len(ports) == 1:
+            single += [f"--{option}", _port_value(ports[0])]
+        elif ports:
+            lists += ["-m", "multiport", f"--{option}s", ",".join(_port_value(p) for p in ports)]
+    return (["-m", protocol, *single] if single else []) + lists
 
 
 def _addresses(flag: str, match: AddressMatch | None) -> list[str]:
@@ -167,7 +176,7 @@ def _rule_lines(rule: Rule, family: str, helper_chains: list[str]) -> list[str]:
         port_variants = []
         for dchunk in chunk_ports(rule.dports, MULTIPORT_SLOTS):
             for schunk in chunk_ports(rule.sports, MULTIPORT_SLOTS):
-                port_variants.append(_ports("sport", schunk) + _ports("dport", dchunk))
+                port_variants.append(_port_matches(protocol or "", schunk, dchunk))
         variants = port_variants
 
     lines = []

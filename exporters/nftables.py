@@ -81,7 +81,14 @@ def _address(keyword: str, match: AddressMatch | None, family: str | None) -> li
         return []
     prefix = "ip" if family == "ipv4" else "ip6"
     operator = ["!="] if match.negated else []
-    return [prefix, keyword, *operator, _set([str(n) for n in match.networks])]
+    return [prefix, keyword, *operator, _set([_network(n) for n in match.networks])]
+
+
+def _network(network) -> str:
+    """Write a host as a bare address, as ``nft list`` prints it."""
+    if network.prefixlen == network.max_prefixlen:
+        return str(network.network_address)
+    return str(network)
 
 
 def rule_statement(rule: Rule) -> str:

@@ -238,7 +238,8 @@ class _Builder:
         return Source(self.file, meta.line, meta.column, end, self.chain)
 
     def tree_text(self, tree: Tree) -> str:
-        return " ".join(self.text[tree.meta.start_pos : tree.meta.end_pos].split())
+        text = self.text[tree.meta.start_pos : tree.meta.end_pos]
+        return " ".join(text.replace("\\\n", " ").split())
 
     def statement(self, tree: Tree) -> syntax.Statement:
         return getattr(self, "_" + tree.data)(tree)
@@ -265,6 +266,23 @@ class _Builder:
         action = str(tree.children[0].children[0])
         directions = self._directions(tree.children[1]) if len(tree.children) > 1 else []
         return syntax.DefaultStmt(action, directions, self.tree_source(tree))
+
+    def _target_settings(self, tree: Tree) -> syntax.TargetSettings:
+        name, *entries = tree.children
+        settings = []
+        for entry in entries:
+            key, value_tree = entry.children
+            token = value_tree.children[0]
+            kind = {"setting_name": "name", "setting_int": "int", "setting_string": "string"}[
+                value_tree.data
+            ]
+            value = _unquote(token) if kind == "string" else str(token)
+            settings.append(
+                syntax.TargetSetting(
+                    str(key), value, kind, self.token_source(key), self.token_source(token)
+                )
+            )
+        return syntax.TargetSettings(str(name), settings, self.token_source(name))
 
     def _directions(self, tree: Tree) -> list[tuple[str, Source]]:
         return [(str(d.children[0]), self.token_source(d.children[0])) for d in tree.children]

@@ -53,6 +53,33 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("policy", metavar="POLICY")
 
     commands.add_parser("targets", help="list the available targets")
+
+    explain = commands.add_parser(
+        "explain",
+        help="show which rule of a policy decides a packet",
+        description="Show which rule decides a packet, from the policy alone (no root needed).",
+        epilog="examples (quote the packet: an unquoted '>' is a shell redirection):\n"
+        "  polywall explain site.wall 'tcp 198.51.100.5:40000 -> 192.0.2.10:993 in on eth0'\n"
+        "  polywall explain site.wall 'udp [2001:db8::5]:5353 -> [2001:db8::1]:53 fwd on eth1 "
+        "out-on eth0'\n"
+        "  polywall explain site.wall 'icmp echo-request 192.0.2.9 -> 192.0.2.1 in'\n"
+        "  polywall explain site.wall 'tcp established 198.51.100.5:40000 -> 192.0.2.10:993'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    explain.add_argument("policy", metavar="POLICY", help="policy file (.wall)")
+    explain.add_argument(
+        "packet",
+        metavar="PACKET",
+        nargs="+",
+        help="PROTOCOL [ICMP-TYPE] [STATE] SOURCE -> DESTINATION [in|out|fwd] [on IFACE] "
+        "[out-on IFACE], as one argument or as several",
+    )
+    # argparse reads a separate '->' word as an option, so '->' is declared as one
+    # that collects the words after it; compiler.packet.packet_text joins them.
+    explain.add_argument(
+        "->", dest="after_arrow", nargs="*", action="append", help=argparse.SUPPRESS
+    )
+    explain.add_argument("--json", action="store_true", help="print the decision as JSON")
     return parser
 
 
@@ -62,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "targets":
             return _targets()
+        if args.command == "explain":
+            from compiler.explain import run_explain
+            from compiler.packet import packet_text
+
+            text = packet_text(args.packet, args.after_arrow)
+            return run_explain(args.policy, text, args.json, sources)
         if args.command == "check":
             graph = _load(args.policy, sources)
             _warn(graph.warnings, sources)

@@ -68,6 +68,7 @@ for port in tcp_ports:
 for port in udp_ports:
     s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
     s.bind(("::", port)); s.setblocking(False); sockets.append(("udp", s))
 print("ready", flush=True)
 by_fd = {s.fileno(): (kind, s) for kind, s in sockets}
@@ -79,7 +80,11 @@ while True:
             if kind == "tcp":
                 conn, _ = s.accept(); conn.close()
             else:
-                data, peer = s.recvfrom(2048); s.sendto(data, peer)
+                # Reply from the address the datagram was sent to, so a client
+                # that sent to a second address accepts the reply.
+                data, ancillary, _, peer = s.recvmsg(2048, 256)
+                info = [(l, t, d) for l, t, d in ancillary if t == socket.IPV6_PKTINFO]
+                s.sendmsg([data], info, 0, peer)
         except OSError:
             pass
 """
@@ -137,6 +142,16 @@ def udp(p):
     finally:
         s.close()
 
+def quotes_echo(quoted, v6, ident):
+    # True when an ICMP error quotes our own echo request.
+    if not v6:
+        if not quoted:
+            return False
+        quoted = quoted[(quoted[0] & 0x0F) * 4:]
+    else:
+        quoted = quoted[40:]
+    return len(quoted) >= 6 and struct.unpack("!H", quoted[4:6])[0] == ident
+
 def icmp(p):
     v6 = ":" in p["address"]
     if v6:
@@ -162,7 +177,7 @@ def icmp(p):
                 data = data[(data[0] & 0x0F) * 4:]
             if len(data) >= 8 and data[0] == reply and struct.unpack("!H", data[4:6])[0] == ident:
                 return "open"
-            if len(data) >= 8 and data[0] in ((1, 3) if v6 else (3,)):
+            if len(data) >= 8 and data[0] in ((1, 3) if v6 else (3,)) and quotes_echo(data[8:], v6, ident):
                 return "rejected"
     except socket.timeout:
         return "dropped"
@@ -205,6 +220,11 @@ class Lab:
         _run(["ip", "netns", "add", name])
         self.namespaces.append(name)
         self.run(name, ["ip", "link", "set", "lo", "up"])
+        # ICMP errors are rate-limited per namespace; a burst of rejects
+        # would otherwise read as drops.
+        for setting in ("net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0",
+                        "net.ipv4.icmp_msgs_per_sec=100000", "net.ipv4.icmp_msgs_burst=100000"):
+            self.run(name, ["sysctl", "-qw", setting], check=False)
         return name
 
     def link(self, a: str, b: str, subnet: int | None = None) -> Link:
@@ -276,8 +296,13 @@ class Lab:
             raise LabError(f"listener in {namespace} failed to start: {error.strip()}")
         return process
 
-    def probe(self, namespace: str, probes: list[Probe], timeout: float = 1.0) -> dict[Probe, str]:
-        """Send every probe from a namespace in parallel and return each outcome."""
+    def probe(self, namespace: str, probes: list[Probe], timeout: float = 1.5) -> dict[Probe, str]:
+        """Send every probe from a namespace in parallel and return each outcome.
+
+        The default timeout is above Linux's initial TCP retransmission time
+        of 1 s: a TCP connect over IPv6 fails only on the ICMPv6 error to the
+        resent SYN, so a shorter wait reads a reject as a drop.
+        """
         data = json.dumps([p.__dict__ for p in probes])
         completed = self.run(namespace, [sys.executable, "-c", _PROBER, data, str(timeout)],
                              timeout=timeout * 4 + 30)

@@ -146,6 +146,30 @@ class Rule:
         return self.families[0] if len(self.families) == 1 else None
 
 
+@dataclass(frozen=True)
+class TargetSetting:
+    """One ``KEY = VALUE`` entry of a ``target NAME { ... }`` block.
+
+    ``kind`` is "name", "int" or "string", after the token the value was
+    written as; ``value`` is its text, unquoted. ``source`` points at the key
+    and ``value_source`` at the value, so that errors can point at either.
+    """
+
+    value: str
+    kind: str
+    source: Source
+    value_source: Source
+
+
+@dataclass
+class TargetSettingsNode:
+    """The settings of one target block, by key, with the block's position."""
+
+    target: str
+    entries: dict[str, TargetSetting]
+    source: Source
+
+
 @dataclass
 class Chain:
     """A base chain: its hook name, default verdict and ordered rules."""
@@ -167,6 +191,7 @@ class RuleGraph:
     host_groups: dict[str, HostGroupNode]
     files: tuple[str, ...] = ()
     warnings: list = field(default_factory=list)
+    settings: dict[str, TargetSettingsNode] = field(default_factory=dict)
 
     def rules(self) -> Iterable[Rule]:
         for chain_name in CHAINS:
@@ -218,6 +243,20 @@ def graph_to_json(graph: RuleGraph) -> dict:
                 "source": _source_json(node.source),
             }
             for name, node in sorted(graph.host_groups.items())
+        },
+        "settings": {
+            target: {
+                "source": _source_json(node.source),
+                "entries": {
+                    key: {
+                        "value": setting.value,
+                        "kind": setting.kind,
+                        "source": _source_json(setting.source),
+                    }
+                    for key, setting in sorted(node.entries.items())
+                },
+            }
+            for target, node in sorted(graph.settings.items())
         },
     }
 

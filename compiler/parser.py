@@ -99,7 +99,7 @@ class Loader:
         except UnicodeDecodeError as exc:
             raise error(f"{display} is not valid UTF-8 text: {exc.reason}", None) from None
         except OSError as exc:
-            raise error(f"cannot read {display}: {exc.strerror}", None) from None
+            raise error(f"failed to read {display}: {exc.strerror}", None) from None
         self.sources.texts[display] = text
         self.files.append(display)
         return self._statements(text, display, os.path.dirname(path), chain, stack + (path,))

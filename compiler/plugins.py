@@ -13,6 +13,9 @@ BUILTIN_EXPORTERS = (
     "exporters.iptables",
     "exporters.nftables",
     "exporters.json_graph",
+    "exporters.cisco_asa",
+    "exporters.cisco_ios",
+    "exporters.juniper_srx",
 )
 
 

@@ -27,6 +27,8 @@ from compiler.graph import (
     Rule,
     RuleGraph,
     ServiceNode,
+    TargetSetting,
+    TargetSettingsNode,
     network_family,
     normalize_networks,
     normalize_ports,
@@ -34,7 +36,7 @@ from compiler.graph import (
 
 ACTION_VERDICTS = {"allow": "accept", "drop": "drop", "reject": "reject"}
 POLICY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}$")
-# Linux interface names are at most IFNAMESIZ - 1 = 15 bytes (linux/if.h).
+# Linux interface names are at most IFNAMSIZ - 1 = 15 bytes (linux/if.h).
 MAX_INTERFACE_NAME = 15
 # Kernel limit of the xt_comment match: XT_MAX_COMMENT_LEN = 256 bytes with the NUL.
 MAX_COMMENT_BYTES = 255
@@ -115,9 +117,12 @@ class Resolver:
             self._catch(self._service, service_name)
         for group_name in list(self.host_defs):
             self._catch(self._group, group_name)
+        settings = self._target_settings(statements)
         if self.problems:
             raise PolicyError(_dedupe(self.problems))
-        return RuleGraph(name, self.main_file, chains, self.services, self.host_groups, files)
+        graph = RuleGraph(name, self.main_file, chains, self.services, self.host_groups, files)
+        graph.settings = settings
+        return graph
 
     def _catch(self, function, *args) -> None:
         try:
@@ -176,6 +181,38 @@ class Resolver:
                     continue
                 chain.policy = ACTION_VERDICTS[statement.action]
                 chain.policy_source = statement.source
+
+    def _target_settings(self, statements) -> dict[str, TargetSettingsNode]:
+        """Collect target blocks; the exporters validate the keys and values."""
+        blocks: dict[str, TargetSettingsNode] = {}
+        for statement in statements:
+            if not isinstance(statement, syntax.TargetSettings):
+                continue
+            if statement.target in blocks:
+                first = blocks[statement.target].source
+                self.fail(
+                    f"settings for target '{statement.target}' are already given at "
+                    f"{first.file}:{first.line}",
+                    statement.source,
+                    "merge the two target blocks into one",
+                )
+                continue
+            entries: dict[str, TargetSetting] = {}
+            for entry in statement.entries:
+                if entry.key in entries:
+                    first = entries[entry.key].source
+                    self.fail(
+                        f"setting '{entry.key}' is already given at {first.file}:{first.line}",
+                        entry.source,
+                        "keep one of the two values",
+                    )
+                    continue
+                entries[entry.key] = TargetSetting(
+                    entry.value, entry.kind, entry.source, entry.value_source
+                )
+            node = TargetSettingsNode(statement.target, entries, statement.source)
+            blocks[statement.target] = node
+        return dict(sorted(blocks.items()))
 
     def _service(self, name: str) -> ServiceNode:
         """Return the service node for a name, resolving definitions on first use."""

@@ -91,4 +91,24 @@ class RuleStmt:
     clauses: dict[str, Source] = field(default_factory=dict)
 
 
-Statement = PolicyStmt | ServiceDef | HostsDef | DefaultStmt | RuleStmt
+@dataclass
+class TargetSetting:
+    """One ``KEY = VALUE`` entry of a target block, the value unquoted."""
+
+    key: str
+    value: str
+    kind: str  # "name", "int" or "string"
+    source: Source
+    value_source: Source
+
+
+@dataclass
+class TargetSettings:
+    """A ``target NAME { ... }`` block: settings for one target, in order."""
+
+    target: str
+    entries: list[TargetSetting]
+    source: Source
+
+
+Statement = PolicyStmt | ServiceDef | HostsDef | DefaultStmt | RuleStmt | TargetSettings

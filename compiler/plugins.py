@@ -16,6 +16,7 @@ BUILTIN_EXPORTERS = (
     "exporters.cisco_asa",
     "exporters.cisco_ios",
     "exporters.juniper_srx",
+    "exporters.ufw",
 )
 
 

@@ -54,6 +54,23 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("targets", help="list the available targets")
 
+    verify = commands.add_parser(
+        "verify",
+        help="load the exports into network namespaces and check them with real packets",
+        description="Load each target's export into a lab of network namespaces, send probe "
+        "packets derived from the policy and compare each outcome with the policy's verdict. "
+        "Needs root and network namespaces; exits 1 on any difference.",
+    )
+    verify.add_argument("policy", metavar="POLICY", help="policy file (.wall)")
+    verify.add_argument(
+        "--target",
+        "-t",
+        action="append",
+        metavar="NAME",
+        help="target to check (iptables, nftables); repeat it or separate names by commas; "
+        "default: iptables,nftables",
+    )
+
     explain = commands.add_parser(
         "explain",
         help="show which rule of a policy decides a packet",
@@ -89,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "targets":
             return _targets()
+        if args.command == "verify":
+            from compiler.verify import run_verify
+
+            return run_verify(args.policy, args.target, sources)
         if args.command == "explain":
             from compiler.explain import run_explain
             from compiler.packet import packet_text

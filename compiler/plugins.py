@@ -17,6 +17,7 @@ BUILTIN_EXPORTERS = (
     "exporters.cisco_ios",
     "exporters.juniper_srx",
     "exporters.ufw",
+    "exporters.firewalld",
 )
 
 

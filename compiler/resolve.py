@@ -277,6 +277,12 @@ class Resolver:
 
     def _port_item(self, item: syntax.PortItem, protocol: str | None, service_definition=False):
         """Resolve one port item to selections by protocol."""
+        if service_definition and protocol in ("icmp", "icmpv6"):
+            raise error(
+                f"a service definition takes tcp and udp ports, not {protocol} types",
+                item.source,
+                f"name the types in the rule, as in 'allow {protocol} {item.text}'",
+            )
         if protocol in ("icmp", "icmpv6"):
             return [self._icmp_item(item, protocol)]
         if item.kind in ("number", "range"):

@@ -49,6 +49,12 @@ CASES = {
     "any mixed with address": ("allow from any, 192.0.2.1\n", "1:17", "'any' cannot be combined", None),
     "negation in list": ("allow from !192.0.2.1, 192.0.2.2\n", "1:12", "negated address must stand alone", None),
     "single quotes": ("allow tcp 22 comment 'hi'\n", "1:22", "unexpected character", "double quotes"),
+    "icmp in service definition": (
+        "service pings = icmp echo-request\nallow pings\n",
+        "1:22",
+        "a service definition takes tcp and udp ports, not icmp types",
+        "allow icmp echo-request",
+    ),
     "service cycle": ("service a = b\nservice b = a\nallow a\n", "1:9", "cycle", None),
 }
 

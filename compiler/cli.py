@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -156,6 +157,28 @@ def _targets() -> int:
     return EXIT_OK
 
 
+def _unknown_target_blocks(graph, find_exporters) -> list[Diagnostic]:
+    """Warn about ``target NAME { ... }`` blocks that name no registered target."""
+    if not graph.settings:
+        return []
+    from compiler.resolve import suggest
+
+    known = find_exporters()
+    warnings = []
+    for name, node in sorted(graph.settings.items()):
+        if name in known:
+            continue
+        warnings.append(
+            Diagnostic(
+                f"settings for unknown target '{name}' are ignored",
+                node.source,
+                suggest(name, known) or "run 'polywall targets' for the list",
+                severity="warning",
+            )
+        )
+    return warnings
+
+
 def _selected_targets(requested: list[str], available: dict) -> tuple[list[str], bool]:
     names: list[str] = []
     for value in requested:
@@ -175,6 +198,7 @@ def _compile(args, sources: SourceCache) -> int:
     targets, several = _selected_targets(args.target, available)
     graph = _load(args.policy, sources)
     _warn(graph.warnings, sources)
+    _warn(_unknown_target_blocks(graph, exporters), sources)
 
     outputs: dict[str, dict[str, str]] = {}
     unsupported: list[str] = []
@@ -188,12 +212,19 @@ def _compile(args, sources: SourceCache) -> int:
             problems.extend(found)
             unsupported.append(name)
             continue
+        if hasattr(exporter, "warnings"):
+            _warn(exporter.warnings(graph), sources)
         outputs[name] = exporter.render(graph)
 
+    skipping = bool(problems) and several and args.skip_unsupported
     if problems:
         for diagnostic in problems:
+            if skipping:
+                # The user asked to skip what a target cannot express, so the
+                # problems stay visible but no longer fail the run.
+                diagnostic = dataclasses.replace(diagnostic, severity="warning")
             print(render(diagnostic, sources), file=sys.stderr)
-        if not (several and args.skip_unsupported):
+        if not skipping:
             if several:
                 print(
                     f"polywall: nothing written; {', '.join(unsupported)} cannot express this policy "
@@ -214,7 +245,7 @@ def _compile(args, sources: SourceCache) -> int:
     written = write_outputs(args.output, outputs)
     for path in written:
         print(path)
-    return EXIT_OK if not problems else EXIT_POLICY
+    return EXIT_OK
 
 
 def write_outputs(directory: str, outputs: dict[str, dict[str, str]]) -> list[str]:

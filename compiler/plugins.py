@@ -18,6 +18,9 @@ BUILTIN_EXPORTERS = (
     "exporters.juniper_srx",
     "exporters.ufw",
     "exporters.firewalld",
+    "exporters.paloalto",
+    "exporters.fortigate",
+    "exporters.pf",
 )
 
 
@@ -25,11 +28,34 @@ class PluginError(PolywallError):
     """An exporter plugin is broken or conflicts with another one."""
 
 
-def plugin_manager(load_entry_points: bool = True, extra=()) -> pluggy.PluginManager:
-    """Create a plugin manager with the built-in exporters and, optionally, entry points."""
+# The target each built-in module provides, so that a command that names only
+# these targets imports only their modules: the others cost start-up time. A
+# module missing here is still found, by importing every built-in module.
+BUILTIN_TARGETS = {
+    "iptables": "exporters.iptables",
+    "nftables": "exporters.nftables",
+    "json": "exporters.json_graph",
+    "cisco-asa": "exporters.cisco_asa",
+    "cisco-ios": "exporters.cisco_ios",
+    "juniper-srx": "exporters.juniper_srx",
+    "ufw": "exporters.ufw",
+    "firewalld": "exporters.firewalld",
+    "paloalto": "exporters.paloalto",
+    "fortigate": "exporters.fortigate",
+    "pf": "exporters.pf",
+}
+
+
+def plugin_manager(
+    load_entry_points: bool = True, extra=(), modules=BUILTIN_EXPORTERS
+) -> pluggy.PluginManager:
+    """Create a plugin manager with built-in exporters and, optionally, entry points.
+
+    ``modules`` names the built-in modules to register, all of them by default.
+    """
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    for module_name in BUILTIN_EXPORTERS:
+    for module_name in modules:
         manager.register(importlib.import_module(module_name), name=module_name)
     for plugin in extra:
         manager.register(plugin)

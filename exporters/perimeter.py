@@ -259,6 +259,15 @@ def _state_problem(rule: Rule, target: str, stateful: bool) -> Diagnostic | None
     )
 
 
+def state_problem(rule: Rule, target: str, stateful: bool) -> Diagnostic | None:
+    """Return the error for a state match the target cannot express, or None.
+
+    Targets that are not perimeter devices (pf) use this alone, without the
+    interface checks of ``check_rules``.
+    """
+    return _state_problem(rule, target, stateful)
+
+
 def _dedupe(problems: list[Diagnostic]) -> list[Diagnostic]:
     seen = set()
     out = []

@@ -1,25 +1,28 @@
 """Probe packets for ``polywall verify``, derived from the rule graph alone (no root needed).
 
-For each rule of the input and forward chains, ``derive_probes`` builds a
-packet inside the rule's match and packets just outside each edge of it. The
+For each rule of the input, output and forward chains, ``derive_probes``
+builds a packet inside the rule's match and packets just outside each edge of it. The
 edges are the port below and above each port range, the address just below
 and above each network, the other transport protocol, the other family and
 another interface. Every probe carries the expected outcome from the evaluator, so the
 lab only has to send it and compare.
 
 The probes use the addresses of a lab plan (``plan_lab``): the firewall gets
-one veth link per interface name the chain's rules use, named after it, plus
-default links whose names match no rule. A probe without a policy address
-uses the addresses of its link, such as 10.200.0.2 and fd00:200::2.
+one veth link per interface name that the rules of any chain use, named after
+it, plus two default links whose names match no rule. Every direction shares
+these links, so one lab serves all of them. A probe without a policy address
+uses the addresses of its link, such as 10.200.0.2 and fd00:200::2. Probes of
+``out`` leave the firewall itself, from its address on the link.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
+from compiler.catalog import TCP_RESET
 from compiler.errors import PolywallError, Source
 from compiler.evaluate import Decision, evaluate, interface_matches
 from compiler.graph import DIRECTION_CHAINS, Network, PortRange, Rule, RuleGraph
@@ -27,11 +30,12 @@ from compiler.packet import IpAddress, Packet
 
 # The observed outcome that each verdict must produce in a real kernel.
 OUTCOMES = {"accept": "open", "drop": "dropped", "reject": "rejected"}
-# Directions that verify sends packets for. ``out`` would need a sender inside
-# the firewall namespace, and is not probed yet.
-PROBED_DIRECTIONS = ("in", "fwd")
+# Directions that verify sends packets for, in report order.
+PROBED_DIRECTIONS = ("in", "out", "fwd")
 ECHO_REQUEST = {"icmp": 8, "icmpv6": 128}
 ECHO_REPLY = {"icmp": 0, "icmpv6": 129}
+# The ICMP type of every reject error except a TCP reset.
+DESTINATION_UNREACHABLE = {"icmp": 3, "icmpv6": 1}
 ICMP_PROTOCOL = {"ipv4": "icmp", "ipv6": "icmpv6"}
 OTHER_FAMILY = {"ipv4": "ipv6", "ipv6": "ipv4"}
 OTHER_PROTOCOL = {"tcp": "udp", "udp": "tcp", "icmp": "tcp", "icmpv6": "tcp"}
@@ -40,7 +44,11 @@ DEFAULT_REASON = "the chain's default verdict"
 DEFAULT_PORT = 9
 # Source ports that the lab binds for probes whose rule names no source port
 # are counted up from here, skipping every port that a rule or probe names.
+# Each direction has its own range of 10000 ports, so that probes of different
+# directions sent through one lab share no conntrack entry while each direction
+# needs fewer ports than that.
 FIRST_SOURCE_PORT = 30000
+FIRST_SOURCE_PORTS = {"in": 30000, "out": 40000, "fwd": 50000}
 MAX_PORT = 65535
 # Link subnets, tried in order: each link gets the next IPv4 /24 and the next
 # IPv6 /64 that overlap no network of the policy. The pools are private
@@ -61,11 +69,14 @@ class ProbeError(PolywallError):
 
 @dataclass(frozen=True)
 class LabPlan:
-    """The links of the lab for one direction: one per interface name of the firewall.
+    """The links of the lab and the default links of one direction.
 
     ``subnets`` maps each firewall interface name to the IPv4 and IPv6 subnets
     of its link. The firewall end of the link has host 1 of each subnet, and
-    the far end, in its own namespace, has host 2.
+    the far end, in its own namespace, has host 2. The links are the same for
+    every direction of one graph. ``default_in`` is the link of probes whose
+    rule names no interface (for ``out``, the link they leave on), and
+    ``default_out`` the output link of such ``fwd`` probes.
     """
 
     direction: str
@@ -101,8 +112,9 @@ class ProbeCase:
 
     ``expected`` is "open", "dropped" or "rejected". ``decision`` is the
     evaluator's decision for the packet itself. ``reply_decision`` is set
-    when the packet is accepted, and is the decision of the chain that sees
-    the reply.
+    when the packet is accepted or rejected: the decision for its reply, or
+    for the firewall's reject error, that stops the response if one does, and
+    else the last of them.
     """
 
     packet: Packet
@@ -157,8 +169,12 @@ class _Draft:
 
 
 def plan_lab(graph: RuleGraph, direction: str) -> LabPlan:
-    """Choose the firewall's interface names and link subnets for one direction."""
-    rules = graph.chains[DIRECTION_CHAINS[direction]].rules
+    """Choose the firewall's interface names and link subnets, and the defaults of one direction.
+
+    The names and subnets come from the rules of every chain, so the plans of
+    all directions of one graph describe the same links.
+    """
+    rules = [rule for chain in DIRECTION_CHAINS.values() for rule in graph.chains[chain].rules]
     patterns: list[str] = []
     for rule in rules:
         for pattern in (rule.in_interface, rule.out_interface):
@@ -177,8 +193,10 @@ def plan_lab(graph: RuleGraph, direction: str) -> LabPlan:
         if name not in names:
             names.append(name)
 
-    defaults = _default_names(patterns, 2 if direction == "fwd" else 1)
-    ordered = defaults + sorted(names)
+    defaults = _default_names(patterns, 2)
+    # The second default comes last, so the policy's own links keep the subnets
+    # they had when only one default link was planned.
+    ordered = [defaults[0], *sorted(names), defaults[1]]
     policy_networks = [n for rule in graph.rules() for n in _rule_networks(rule)]
     subnets: dict[str, tuple[Network, Network]] = {}
     candidates = _free_subnets(policy_networks)
@@ -269,7 +287,9 @@ def derive_probes(graph: RuleGraph, direction: str, plan: LabPlan | None = None)
         packets.setdefault(packet, (reason, source))
 
     cases = []
-    for packet, (reason, source, assigned) in _assign_source_ports(graph, packets).items():
+    first_port = FIRST_SOURCE_PORTS[direction]
+    for packet, (reason, source, assigned) in _assign_source_ports(graph, packets,
+                                                                   first_port).items():
         case = _case(graph, packet, reason, source)
         cases.append(replace(case, source_port_assigned=assigned))
     return ProbeSet(direction, plan, cases, skipped)
@@ -278,24 +298,90 @@ def derive_probes(graph: RuleGraph, direction: str, plan: LabPlan | None = None)
 def _case(graph: RuleGraph, packet: Packet, reason: str, source: Source | None) -> ProbeCase:
     decision = evaluate(graph, packet)
     reply_decision = None
-    # NOTE: a rejected probe is expected to read as rejected even when the
-    # output chain would drop the firewall's own ICMP error or TCP reset.
-    # This is not modelled, and no sample policy drops them.
-    expected = OUTCOMES[decision.verdict]
-    if decision.verdict == "accept":
-        reply_decision = evaluate(graph, reply_packet(packet))
+    for response in response_packets(packet, decision.verdict, decision.reject_with):
+        reply_decision = evaluate(graph, response)
         if reply_decision.verdict != "accept":
-            # The firewall accepts the packet but drops the reply, so the sender gets nothing.
-            expected = "dropped"
+            break
+    expected = sender_outcome(packet, lambda p: _verdict(evaluate(graph, p)))
     return ProbeCase(packet, reason, source, expected, decision, reply_decision)
+
+
+def _verdict(decision: Decision) -> tuple[str, str | None]:
+    return decision.verdict, decision.reject_with
+
+
+# Returns the verdict and the reject type for a packet.
+Decide = Callable[[Packet], tuple[str, "str | None"]]
+
+
+def sender_outcome(packet: Packet, decide: Decide) -> str:
+    """Return what the sender of a probe observes: "open", "dropped" or "rejected".
+
+    The sender observes the verdict only when the response comes back: the reply
+    of an accepted packet, or the reject error of a rejected one. A TCP
+    connect also sends an ACK in the state established after the reply. When
+    the firewall rejects that ACK, the reject error reaches the connecting
+    socket and the connect fails (seen on Linux 6.18); a dropped ACK goes
+    unnoticed by the connect.
+    """
+    verdict, reject_with = decide(packet)
+    for response in response_packets(packet, verdict, reject_with):
+        if decide(response)[0] != "accept":
+            # The firewall stops the reply or its own reject error, so the sender gets nothing.
+            return "dropped"
+    if verdict == "accept" and packet.protocol == "tcp":
+        ack = replace(packet, state="established")
+        ack_verdict, ack_reject_with = decide(ack)
+        errors = response_packets(ack, ack_verdict, ack_reject_with)
+        if ack_verdict == "reject" and all(decide(error)[0] == "accept" for error in errors):
+            return "rejected"
+    return OUTCOMES[verdict]
+
+
+def response_packets(packet: Packet, verdict: str, reject_with: str | None) -> list[Packet]:
+    """Return the packets that carry the response to a probe back through the firewall's chains.
+
+    An accepted probe's response is its reply. A rejected probe's response is the
+    firewall's own ICMP error or TCP reset, which the kernel sends through
+    the output chain in the conntrack state related (seen on Linux 6.18 with
+    iptables-nft and nftables). For ``out`` it then comes back to the
+    firewall over lo, through the input chain.
+    """
+    if verdict == "accept":
+        return [reply_packet(packet)]
+    if verdict != "reject":
+        return []
+    if reject_with == TCP_RESET:
+        protocol, icmp_type = "tcp", None
+        source_port, destination_port = packet.destination_port, packet.source_port
+    else:
+        protocol = ICMP_PROTOCOL[packet.family]
+        icmp_type, source_port, destination_port = DESTINATION_UNREACHABLE[protocol], None, None
+    # NOTE: the error's source address is taken to be the probe's destination,
+    # as in a TCP reset. An ICMP error of a forwarding firewall comes from the
+    # firewall's own address, so a rule on that address can decide otherwise.
+    error = Packet(protocol=protocol, source=packet.destination, destination=packet.source,
+                   source_port=source_port, destination_port=destination_port,
+                   icmp_type=icmp_type, state="related", direction="out")
+    if packet.direction != "out":
+        return [replace(error, out_interface=packet.in_interface)]
+    return [replace(error, out_interface="lo"),
+            replace(error, direction="in", in_interface="lo")]
+
+
+def probe_case(graph: RuleGraph, packet: Packet, reason: str) -> ProbeCase:
+    """Return a probe of a packet that no rule was chosen for, with the evaluator's expectation."""
+    return _case(graph, packet, reason, None)
 
 
 def expected_outcome(graph: RuleGraph, packet: Packet) -> str:
     """Return the outcome for the sender of the packet: "open", "dropped" or "rejected".
 
     An accepted packet is "open" only when the reply, in the established
-    state, is accepted too: by the output chain for ``in``, and by the
-    forward chain in the other direction for ``fwd``.
+    state, is accepted too: by the output chain for ``in``, by the input
+    chain for ``out``, and by the forward chain in the other direction for
+    ``fwd``. A rejected packet is "rejected" only when the chains that see
+    the firewall's reject error accept it (``response_packets``).
     """
     return _case(graph, packet, "", None).expected
 
@@ -305,6 +391,8 @@ def reply_packet(packet: Packet) -> Packet:
     icmp_type = ECHO_REPLY[packet.protocol] if packet.icmp_type is not None else None
     if packet.direction == "in":
         direction, in_interface, out_interface = "out", None, packet.in_interface
+    elif packet.direction == "out":
+        direction, in_interface, out_interface = "in", packet.out_interface, None
     else:
         direction, in_interface, out_interface = (
             packet.direction, packet.out_interface, packet.in_interface)
@@ -374,6 +462,8 @@ def _rule_interfaces(rule: Rule, family: str, plan: LabPlan) -> tuple[str, str |
     Raises _CannotProbe when the lab cannot send packets through the
     interfaces the rule names.
     """
+    if plan.direction == "out":
+        return _output_interfaces(rule, family, plan)
     in_interface = plan.default_in
     if rule.in_interface == "lo":
         raise _CannotProbe(f"{family} packets on lo", "loopback traffic never crosses a lab link")
@@ -401,6 +491,22 @@ def _rule_interfaces(rule: Rule, family: str, plan: LabPlan) -> tuple[str, str |
     return in_interface, out_interface
 
 
+def _output_interfaces(rule: Rule, family: str, plan: LabPlan) -> tuple[str, str]:
+    """Return the link that an ``out`` rule's inside probes leave on, as input and output.
+
+    Raises _CannotProbe when the lab cannot send packets out of the interface
+    the rule names.
+    """
+    if rule.out_interface == "lo":
+        raise _CannotProbe(f"{family} packets out on lo",
+                           "loopback traffic never crosses a lab link")
+    if rule.out_interface in plan.unusable:
+        raise _CannotProbe(f"{family} packets out on {rule.out_interface}",
+                           plan.unusable[rule.out_interface])
+    link = concrete_interface(rule.out_interface) if rule.out_interface else plan.default_in
+    return link, link
+
+
 def _neighbour_drafts(base: _Draft, rule: Rule, plan: LabPlan) -> list[_Draft]:
     """Return the drafts just outside the rule's protocol, family and interfaces."""
     drafts = []
@@ -423,6 +529,10 @@ def _neighbour_drafts(base: _Draft, rule: Rule, plan: LabPlan) -> list[_Draft]:
                         if n != base.out_interface)
         drafts.append(replace(base, reason=f"arrives on {other_in}, not {rule.in_interface}",
                               in_interface=other_in))
+    if plan.direction == "out" and rule.out_interface:
+        # Default link names match no rule's interface.
+        drafts.append(replace(base, reason=f"leaves on {plan.default_in}, not {rule.out_interface}",
+                              in_interface=plan.default_in, out_interface=plan.default_in))
     if plan.direction == "fwd" and rule.out_interface:
         other_out = next(n for n in (plan.default_out, plan.default_in)
                          if n != base.in_interface)
@@ -503,6 +613,8 @@ def _first_inside(match, family: str) -> IpAddress | None:
 def _resolve(draft: _Draft, plan: LabPlan, direction: str) -> tuple[Packet | None, str | None]:
     """Fill in the link's addresses and return the packet, or None and the reason it cannot go."""
     family = draft.family
+    if direction == "out":
+        return _resolve_output(draft, plan)
     source = draft.source or plan.side_address(draft.in_interface, family)
     if draft.destination is not None:
         destination = draft.destination
@@ -529,6 +641,29 @@ def _resolve(draft: _Draft, plan: LabPlan, direction: str) -> tuple[Packet | Non
     return packet, None
 
 
+def _resolve_output(draft: _Draft, plan: LabPlan) -> tuple[Packet | None, str | None]:
+    """Resolve an ``out`` draft: from the firewall to the namespace behind the link it leaves on."""
+    link = draft.out_interface or draft.in_interface
+    source = draft.source or plan.firewall_address(link, draft.family)
+    destination = draft.destination or plan.side_address(link, draft.family)
+    for role, address in (("source", source), ("destination", destination)):
+        problem = _unusable_address(address, plan)
+        if problem:
+            return None, f"the {role} {address} {problem}"
+    is_icmp = draft.protocol in ECHO_REQUEST
+    packet = Packet(
+        protocol=draft.protocol,
+        source=source,
+        destination=destination,
+        source_port=None if is_icmp else draft.source_port,
+        destination_port=None if is_icmp else draft.destination_port or DEFAULT_PORT,
+        icmp_type=ECHO_REQUEST[draft.protocol] if is_icmp else None,
+        direction="out",
+        out_interface=link,
+    )
+    return packet, None
+
+
 def _unusable_address(address: IpAddress, plan: LabPlan) -> str | None:
     """Return why a lab host cannot own the address, or None when it can."""
     if address.is_multicast:
@@ -549,7 +684,8 @@ def _unusable_address(address: IpAddress, plan: LabPlan) -> str | None:
 
 
 def _assign_source_ports(graph: RuleGraph,
-                         packets: dict[Packet, tuple[str, Source | None]]
+                         packets: dict[Packet, tuple[str, Source | None]],
+                         first_port: int = FIRST_SOURCE_PORT,
                          ) -> dict[Packet, tuple[str, Source | None, bool]]:
     """Give every TCP and UDP probe without a source port a port of its own.
 
@@ -567,7 +703,7 @@ def _assign_source_ports(graph: RuleGraph,
                 named.update((item.low - 1, item.low, item.high, item.high + 1))
     for packet in packets:
         named.update(p for p in (packet.source_port, packet.destination_port) if p is not None)
-    port = FIRST_SOURCE_PORT
+    port = first_port
     assigned: dict[Packet, tuple[str, Source | None, bool]] = {}
     for packet, (reason, source) in packets.items():
         picked = packet.protocol in ("tcp", "udp") and packet.source_port is None
@@ -590,6 +726,8 @@ def _packet_label(packet: Packet, show_source_port: bool) -> str:
     words = [packet.protocol]
     words.append(endpoint(packet.source, packet.source_port if show_source_port else None))
     words += ["->", endpoint(packet.destination, packet.destination_port)]
+    if packet.direction == "out":
+        return " ".join([*words, "out on", packet.out_interface or "?"])
     words += ["on", packet.in_interface or "?"]
     if packet.direction == "fwd":
         words += ["out-on", packet.out_interface or "?"]

@@ -14,7 +14,14 @@ from compiler.cli import main
 from compiler.errors import SourceCache
 from compiler.evaluate import evaluate
 from compiler.probes import OUTCOMES, derive_probes, expected_outcome, plan_lab
-from compiler.verify import VerifyError, run_verify, verify_graph
+from compiler.verify import (
+    VerifyError,
+    expected_on_target,
+    firewalld_by_design,
+    run_verify,
+    ufw_by_design,
+    verify_graph,
+)
 from tests.conftest import SAMPLES, need_tool, sample_files
 
 ARTICLE = SAMPLES / "safesquid-outlook.wall"
@@ -263,3 +270,191 @@ def test_verify_lab_addresses_interfaces(need_namespaces, tmp_path, capsys):
         assert text in captured.out
     rejected = [line.split() for line in captured.out.splitlines() if line.endswith("rejected")]
     assert {words[0] for words in rejected} == {"tcp", "udp", "icmp", "icmpv6"}
+
+
+OUT_POLICY = """policy outbound
+allow established in
+drop out to 10.77.0.0/24
+allow tcp 443 out to 10.78.0.5
+reject out to 10.79.0.0/24 with admin-prohibited
+reject tcp 25 out with tcp-reset
+allow icmp out state related
+allow icmpv6 out state related
+allow out to 10.80.0.0/16
+default drop out
+"""
+
+
+def test_probes_out_leave_firewall():
+    graph = load_policy_text(OUT_POLICY)
+    cases = _cases_by_label(graph, "out")
+    inside = cases["tcp 10.200.0.1 -> 10.78.0.5:443 out on lab0"]
+    assert inside.packet.direction == "out"
+    assert inside.packet.out_interface == "lab0"
+    assert inside.packet.in_interface is None
+    assert inside.expected == "open"
+    # The reply comes back through the input chain, which accepts established packets.
+    assert inside.reply_decision is not None
+    assert inside.reply_decision.chain == "input"
+    assert cases["tcp 10.200.0.1 -> 10.78.0.6:443 out on lab0"].expected == "dropped"
+    assert cases["tcp 10.200.0.1 -> 10.77.0.1:9 out on lab0"].expected == "dropped"
+    assert cases["tcp 10.200.0.1 -> 10.81.0.0:9 out on lab0"].expected == "dropped"
+    assert cases["udp 10.200.0.1 -> 10.80.0.1:9 out on lab0"].expected == "open"
+
+
+def test_probes_out_reject_error_path():
+    graph = load_policy_text(OUT_POLICY)
+    cases = _cases_by_label(graph, "out")
+    # The output chain accepts the firewall's own ICMP errors (rules 7 and 8),
+    # but its default drops the TCP reset of rule 6, so the sender sees nothing.
+    prohibited = cases["tcp 10.200.0.1 -> 10.79.0.1:9 out on lab0"]
+    assert prohibited.decision.verdict == "reject"
+    assert prohibited.expected == "rejected"
+    prohibited6 = cases["udp 10.200.0.1 -> 10.79.0.1:9 out on lab0"]
+    assert prohibited6.expected == "rejected"
+    reset = cases["tcp 10.200.0.1 -> 10.200.0.2:25 out on lab0"]
+    assert reset.decision.verdict == "reject"
+    assert reset.expected == "dropped"
+    assert reset.reply_decision is not None
+    assert reset.reply_decision.chain == "output"
+    assert reset.reply_decision.default
+
+
+def test_probes_out_reply_needs_input():
+    graph = load_policy_text("policy noreply\nallow tcp 22 out\ndefault drop in\n")
+    cases = _cases_by_label(graph, "out")
+    case = cases["tcp 10.200.0.1 -> 10.200.0.2:22 out on lab0"]
+    assert case.decision.verdict == "accept"
+    assert case.reply_decision is not None
+    assert case.reply_decision.verdict == "drop"
+    assert case.expected == "dropped"
+
+
+def test_verify_out_rules_real(need_namespaces, tmp_path, capsys):
+    need_tool("iptables-restore")
+    need_tool("nft")
+    policy = tmp_path / "outbound.wall"
+    policy.write_text(OUT_POLICY, encoding="utf-8")
+    status = main(["verify", str(policy), "--target", "iptables,nftables"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.out + captured.err
+    assert "out (output chain): " in captured.out
+    rows = {line.split("  ")[1].strip(): line.split() for line in captured.out.splitlines()
+            if " out on " in line}
+    allowed = rows["tcp 10.200.0.1 -> 10.78.0.5:443 out on lab0"]
+    assert allowed[-2:] == ["open", "open"]
+    rejected = rows["tcp 10.200.0.1 -> 10.79.0.1:9 out on lab0"]
+    assert rejected[-2:] == ["rejected", "rejected"]
+    silenced = rows["tcp 10.200.0.1 -> 10.200.0.2:25 out on lab0"]
+    assert silenced[-2:] == ["dropped", "dropped"]
+    dropped = rows["tcp 10.200.0.1 -> 10.77.0.1:9 out on lab0"]
+    assert dropped[-2:] == ["dropped", "dropped"]
+
+
+def _drop_443_out(target: str, files: dict[str, str]) -> dict[str, str]:
+    changed = {name: text.replace("443", "444") for name, text in files.items()}
+    assert changed != files, f"the {target} export has no port 443"
+    return changed
+
+
+def test_verify_out_detects_wrong_port(need_namespaces, capsys, tmp_path):
+    need_tool("nft")
+    policy = tmp_path / "outbound.wall"
+    policy.write_text(OUT_POLICY, encoding="utf-8")
+    status = run_verify(str(policy), ["nftables"], SourceCache(), transform=_drop_443_out)
+    output = capsys.readouterr().out
+    assert status == 1
+    assert ("nftables out: tcp 10.200.0.1 -> 10.78.0.5:443 out on lab0: expected open, "
+            "observed dropped") in output
+    assert ("nftables out: tcp 10.200.0.1 -> 10.78.0.5:444 out on lab0: expected dropped, "
+            "observed open") in output
+
+
+def _article_without_icmp(tmp_path) -> str:
+    lines = ARTICLE.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if not line.startswith(("allow icmp ", "allow icmpv6 "))]
+    assert len(kept) == len(lines) - 2
+    path = tmp_path / "safesquid-outlook.wall"
+    path.write_text("".join(kept), encoding="utf-8")
+    return str(path)
+
+
+def test_ufw_by_design_echo_request():
+    graph = load_policy_text("policy quiet\nallow tcp 22\ndefault drop\n")
+    cases = _cases_by_label(graph, "in")
+    echo = cases["icmp 10.200.0.2 -> 10.200.0.1 on lab0"]
+    assert echo.expected == "dropped"
+    outcome, reason = expected_on_target(graph, echo, ufw_by_design)
+    assert outcome == "open"
+    assert reason == "ufw's stock before.rules accepts echo-request"
+    ssh = cases["tcp 10.200.0.2 -> 10.200.0.1:22 on lab0"]
+    assert expected_on_target(graph, ssh, ufw_by_design) == ("open", None)
+
+
+def test_firewalld_by_design_reply():
+    graph = load_policy_text("policy noreply\nallow tcp 22\ndefault drop in\ndefault drop out\n")
+    case = _cases_by_label(graph, "in")["tcp 10.200.0.2 -> 10.200.0.1:22 on lab0"]
+    assert case.expected == "dropped"
+    outcome, reason = expected_on_target(graph, case, firewalld_by_design)
+    assert outcome == "open"
+    assert reason is not None
+    assert reason.startswith("it accepts the reply: firewalld accepts established")
+
+
+def test_verify_ufw_article(need_namespaces, tmp_path, capsys):
+    need_tool("ufw")
+    policy = _article_without_icmp(tmp_path)
+    status = main(["verify", policy, "--target", "ufw"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.out + captured.err
+    assert "MISMATCH" not in captured.out
+    designed = [line for line in captured.out.splitlines() if line.startswith("by design of ufw")]
+    assert ("by design of ufw: in: icmp 10.200.0.2 -> 10.200.0.1 on lab0: the policy gives "
+            "dropped, ufw gives open, because ufw's stock before.rules accepts echo-request"
+            ) in designed
+    assert any(line.startswith("by design of ufw: fwd: icmpv6 ") for line in designed)
+    assert len(designed) == 4
+    assert "apart from the 4 outcomes listed above as by design of the target" in captured.out
+    assert _namespaces_of_this_process() == []
+
+
+def test_verify_ufw_detects_missing_port(need_namespaces, tmp_path, capsys):
+    need_tool("ufw")
+    policy = _article_without_icmp(tmp_path)
+    status = run_verify(policy, ["ufw"], SourceCache(), transform=_drop_993)
+    output = capsys.readouterr().out
+    assert status == 1
+    assert "ufw in: tcp 10.200.0.2 -> 10.200.0.1:993 on lab0: expected open, observed dropped" \
+        in output
+
+
+@pytest.mark.slow
+def test_verify_firewalld_article(need_namespaces, capsys):
+    for tool in ("firewalld", "firewall-cmd", "dbus-daemon", "nsenter"):
+        need_tool(tool)
+    status = main(["verify", str(ARTICLE), "--target", "firewalld"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.out + captured.err
+    assert "FIREWALLD" in captured.out
+    assert "MISMATCH" not in captured.out
+    assert "behave as the policy says on firewalld" in captured.out
+    assert "993 on lab0" in captured.out
+    assert _namespaces_of_this_process() == []
+    leftover = subprocess.run(["pgrep", "-f", "polywall-verify-firewalld"], capture_output=True,
+                              text=True, check=False).stdout
+    assert leftover == ""
+
+
+def test_probes_rejected_handshake_ack():
+    graph = load_policy_text("policy acks\nreject established in\ndefault allow in\n")
+    cases = _cases_by_label(graph, "in")
+    # The SYN and the reply pass, but the connecting side's ACK is rejected.
+    tcp = cases["tcp 10.200.0.2 -> 10.200.0.1:9 on lab0"]
+    assert tcp.decision.verdict == "accept"
+    assert tcp.expected == "rejected"
+    # A UDP exchange has no third packet.
+    assert cases["udp 10.200.0.2 -> 10.200.0.1:9 on lab0"].expected == "open"
+    outcome, reason = expected_on_target(graph, tcp, firewalld_by_design)
+    assert outcome == "open"
+    assert reason is not None
+    assert reason.startswith("it accepts the ACK of the TCP handshake: firewalld accepts")

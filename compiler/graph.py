@@ -7,6 +7,7 @@ services and host groups. Every node keeps the source position it came from.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable, Union
@@ -55,6 +56,9 @@ def network_family(network: Network) -> str:
 def normalize_networks(networks: Iterable[Network]) -> tuple[Network, ...]:
     """Merge networks per family into the fewest CIDRs, IPv4 first."""
     items = list(networks)
+    if len(items) <= 1:
+        # The common case of a single network needs no collapsing.
+        return tuple(items)
     out: list[Network] = []
     for version in (4, 6):
         same = [n for n in items if n.version == version]
@@ -93,12 +97,22 @@ class AddressMatch:
     negated: bool = False
     groups: tuple[str, ...] = ()
 
+    @functools.cached_property
+    def _by_family(self) -> dict[str, "AddressMatch"]:
+        # Computed once: a large host group is split for every rule that uses it.
+        split: dict[str, list[Network]] = {}
+        for network in self.networks:
+            split.setdefault(network_family(network), []).append(network)
+        if len(split) == 1:
+            return {family: self for family in split}
+        return {f: AddressMatch(tuple(n), self.negated, self.groups) for f, n in split.items()}
+
     def for_family(self, family: str) -> "AddressMatch":
-        kept = tuple(n for n in self.networks if network_family(n) == family)
-        return AddressMatch(kept, self.negated, self.groups)
+        found = self._by_family.get(family)
+        return found if found is not None else AddressMatch((), self.negated, self.groups)
 
     def families(self) -> set[str]:
-        return {network_family(n) for n in self.networks}
+        return set(self._by_family)
 
 
 @dataclass(frozen=True)
@@ -191,6 +205,7 @@ class RuleGraph:
     host_groups: dict[str, HostGroupNode]
     files: tuple[str, ...] = ()
     warnings: list = field(default_factory=list)
+    name_source: Source | None = None
     settings: dict[str, TargetSettingsNode] = field(default_factory=dict)
 
     def rules(self) -> Iterable[Rule]:

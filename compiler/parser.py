@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import os
+import stat
 from functools import cache
+from typing import TYPE_CHECKING
 
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-
-from compiler import syntax
+from compiler import lineparser, syntax
 from compiler.errors import Diagnostic, PolicyError, Source, SourceCache, error
 from grammar import grammar_text
+
+if TYPE_CHECKING:
+    from lark import Lark, Token, Tree
+    from lark.exceptions import UnexpectedInput
+
+# Lark is imported only when a file has a line outside compiler.lineparser's
+# subset: the import takes about a third of the start-up time.
+
+# Policies are written by people; a larger file is almost certainly a mistake,
+# such as an include of a device or a log.
+MAX_FILE_BYTES = 64 * 2**20
+MAX_INCLUDE_DEPTH = 32
+# Numbers longer than this are out of every range the language has; Python's
+# int() also refuses strings of more than 4300 digits.
+MAX_NUMBER_DIGITS = 20
 
 # Words shown for terminals in "expected ..." messages.
 _TERMINAL_WORDS = {
@@ -44,6 +58,8 @@ _KEYWORD_HINTS = {
 
 @cache
 def _parser() -> Lark:
+    from lark import Lark
+
     return Lark(
         grammar_text(),
         parser="lalr",
@@ -76,6 +92,7 @@ class Loader:
     def __init__(self, sources: SourceCache | None = None):
         self.sources = sources if sources is not None else SourceCache()
         self.files: list[str] = []
+        self._loaded: dict[str, Source | None] = {}
 
     def display_name(self, path: str) -> str:
         """Return the path as shown in messages: relative to the working folder when inside it."""
@@ -83,62 +100,150 @@ class Loader:
         return path if relative.startswith("..") else relative
 
     def load(self, path: str) -> list[syntax.Statement]:
-        return self._load(os.path.abspath(path), path, (), ())
+        return self._load(os.path.abspath(path), path, (), (), None)
 
     def load_text(self, text: str, name: str = "<policy>") -> list[syntax.Statement]:
         self.sources.texts[name] = text
         self.files.append(name)
         return self._statements(text, name, os.getcwd(), (), ())
 
-    def _load(self, path, display, chain, stack) -> list[syntax.Statement]:
+    def _load(self, path, display, chain, stack, include_source) -> list[syntax.Statement]:
+        """Read one file; errors point at the include statement that named it, if any."""
+        what = "included file" if include_source else "policy file"
+        try:
+            # stat() follows links and does not block, unlike open() on a FIFO.
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise error(f"{what} not found: {display}", include_source) from None
+        except OSError as exc:
+            raise error(f"failed to read {display}: {exc.strerror}", include_source) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{what} {display} is not a regular file", include_source)
+        if info.st_size > MAX_FILE_BYTES:
+            raise error(
+                f"{what} {display} is larger than {MAX_FILE_BYTES // 2**20} MiB",
+                include_source,
+            )
         try:
             with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except FileNotFoundError:
-            raise error(f"policy file not found: {display}", None) from None
+                text = handle.read(MAX_FILE_BYTES + 1)
         except UnicodeDecodeError as exc:
-            raise error(f"{display} is not valid UTF-8 text: {exc.reason}", None) from None
+            raise error(f"{display} is not valid UTF-8 text: {exc.reason}", include_source) from None
         except OSError as exc:
-            raise error(f"failed to read {display}: {exc.strerror}", None) from None
+            raise error(f"failed to read {display}: {exc.strerror}", include_source) from None
+        # A byte-order mark is legal in UTF-8 files that editors write.
+        text = text.removeprefix("\ufeff")
         self.sources.texts[display] = text
         self.files.append(display)
+        self._loaded[path] = include_source
         return self._statements(text, display, os.path.dirname(path), chain, stack + (path,))
 
     def _statements(self, text, display, directory, chain, stack) -> list[syntax.Statement]:
-        tree = self._parse(text, display, chain)
-        builder = _Builder(display, text, chain)
+        """Return the statements of one file's text, includes expanded in place.
+
+        Lines in compiler.lineparser's subset skip Lark. Each run of other lines
+        goes to Lark on its own, padded with newlines so that positions stay
+        right. A run that does not parse on its own (a syntax error, or a list
+        or line continued into the next line) sends the whole file through Lark,
+        so that errors and continued lines read exactly as without the subset.
+        """
+        pieces = self._split(text, display, chain)
+        if pieces is None:
+            pieces = [(_Builder(display, text, chain), self._parse(text, display, chain))]
         out: list[syntax.Statement] = []
-        for child in tree.children:
-            if child.data == "include_stmt":
-                out.extend(self._include(child, builder, directory, chain, stack))
-            else:
-                out.append(builder.statement(child))
+        for piece in pieces:
+            if not isinstance(piece, tuple):
+                out.append(piece)
+                continue
+            builder, tree = piece
+            for child in tree.children:
+                if child.data == "include_stmt":
+                    out.extend(self._include(child, builder, directory, chain, stack))
+                else:
+                    out.append(builder.statement(child))
         return out
+
+    def _split(self, text: str, display: str, chain) -> list | None:
+        """Return the file's statements from the subset and (builder, tree) pairs for the rest.
+
+        Returns None when a run of other lines does not parse on its own.
+        """
+        lines = text.split("\n")
+        pieces: list = []
+        run_start = None
+        for index, line in enumerate(lines):
+            statement = lineparser.parse_line(line, index + 1, display, chain)
+            if statement is None:
+                if run_start is None and not lineparser.is_blank(line):
+                    run_start = index
+                continue
+            if run_start is not None:
+                piece = self._parse_run(lines, run_start, index, display, chain)
+                if piece is None:
+                    return None
+                pieces.append(piece)
+                run_start = None
+            pieces.append(statement)
+        if run_start is not None:
+            piece = self._parse_run(lines, run_start, len(lines), display, chain)
+            if piece is None:
+                return None
+            pieces.append(piece)
+        return pieces
+
+    def _parse_run(self, lines: list[str], start: int, end: int, display: str, chain):
+        """Parse lines[start:end] with Lark, or return None when they do not stand alone."""
+        from lark.exceptions import UnexpectedInput
+
+        if lines[end - 1].rstrip("\r").endswith("\\"):
+            return None
+        text = "\n" * start + "\n".join(lines[start:end])
+        try:
+            tree = _parser().parse(text + "\n")
+        except UnexpectedInput:
+            return None
+        return _Builder(display, text, chain), tree
 
     def _include(self, tree: Tree, builder: "_Builder", directory, chain, stack):
         token = tree.children[0]
         source = builder.token_source(token)
-        target = _unquote(token)
+        target = _unquote(token, source)
+        if not target or any(not c.isprintable() for c in target):
+            raise error("invalid include path", source, "name a .wall file, relative to this file")
         path = os.path.abspath(os.path.join(directory, target))
         display = self.display_name(path)
         if path in stack:
             cycle = " -> ".join(self.display_name(p) for p in stack[stack.index(path):] + (path,))
             raise error(f"include cycle: {cycle}", source, "remove one of these includes")
-        if not os.path.exists(path):
+        if len(stack) >= MAX_INCLUDE_DEPTH:
+            raise error(f"includes nest more than {MAX_INCLUDE_DEPTH} deep", source)
+        if path in self._loaded:
+            first = self._loaded[path]
+            where = f"{first.file}:{first.line}" if first else "as the policy file"
+            raise error(
+                f"{display} is already included ({where})",
+                source,
+                "include each file once; its definitions and rules would repeat",
+            )
+        if not os.path.lexists(path):
             raise error(
                 f'included file not found: "{target}" (looked for {display})',
                 source,
                 "include paths are relative to the file that contains the include",
             )
-        return self._load(path, display, chain + ((source.file, source.line),), stack)
+        return self._load(path, display, chain + ((source.file, source.line),), stack, source)
 
     def _parse(self, text: str, display: str, chain) -> Tree:
+        from lark.exceptions import UnexpectedInput
+
         try:
             return _parser().parse(text + "\n")
         except UnexpectedInput as exc:
             raise self._syntax_error(exc, text, display, chain) from None
 
     def _syntax_error(self, exc: UnexpectedInput, text: str, display: str, chain) -> PolicyError:
+        from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+
         line = getattr(exc, "line", 1) or 1
         column = getattr(exc, "column", 1) or 1
         if isinstance(exc, UnexpectedToken) and exc.token.type == "$END":
@@ -183,6 +288,32 @@ class Loader:
         return PolicyError(Diagnostic(message, source, hint))
 
 
+def _without_comments(text: str) -> str:
+    """Drop ``#`` comments from statement text, leaving ``#`` inside strings alone."""
+    out = []
+    in_string = escaped = in_comment = False
+    for char in text:
+        if in_comment:
+            if char == "\n":
+                in_comment = False
+                out.append(char)
+            continue
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "#":
+            in_comment = True
+            continue
+        out.append(char)
+    return "".join(out)
+
+
 _WORD_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -206,14 +337,23 @@ def _word_at(text: str, line: int, column: int) -> tuple[int, str] | None:
     return start + 1, row[start:end]
 
 
-def _unquote(token: Token) -> str:
+def _unquote(token: Token, source: Source | None = None) -> str:
+    """Return a string literal's text; the only escapes are backslash-quote and double backslash."""
     body = str(token)[1:-1]
     out = []
     i = 0
     while i < len(body):
         if body[i] == "\\" and i + 1 < len(body):
             nxt = body[i + 1]
-            out.append({"n": "\n", "t": "\t"}.get(nxt, nxt))
+            if nxt not in ('"', "\\"):
+                column = (source.column + 1 + i) if source else 1
+                at = Source(source.file, source.line, column, column + 2, source.include_chain) if source else None
+                raise error(
+                    f"invalid escape '\\{nxt}' in a string",
+                    at,
+                    'strings know only \\" and \\\\; write other characters as they are',
+                )
+            out.append(nxt)
             i += 2
         else:
             out.append(body[i])
@@ -239,7 +379,7 @@ class _Builder:
 
     def tree_text(self, tree: Tree) -> str:
         text = self.text[tree.meta.start_pos : tree.meta.end_pos]
-        return " ".join(text.replace("\\\n", " ").split())
+        return " ".join(_without_comments(text).replace("\\\n", " ").split())
 
     def statement(self, tree: Tree) -> syntax.Statement:
         return getattr(self, "_" + tree.data)(tree)
@@ -253,7 +393,7 @@ class _Builder:
         for item in items:
             protocol = None
             parts = list(item.children)
-            if isinstance(parts[0], Tree) and parts[0].data == "protocol":
+            if getattr(parts[0], "data", None) == "protocol":
                 protocol = str(parts.pop(0).children[0])
             entries.append((protocol, self._port(parts[0])))
         return syntax.ServiceDef(str(name), entries, self.token_source(name))
@@ -276,7 +416,7 @@ class _Builder:
             kind = {"setting_name": "name", "setting_int": "int", "setting_string": "string"}[
                 value_tree.data
             ]
-            value = _unquote(token) if kind == "string" else str(token)
+            value = _unquote(token, self.token_source(token)) if kind == "string" else str(token)
             settings.append(
                 syntax.TargetSetting(
                     str(key), value, kind, self.token_source(key), self.token_source(token)
@@ -368,15 +508,19 @@ class _Builder:
             rule.log = True
             rule.log_source = self.tree_source(clause)
             if children:
-                rule.log_prefix = _unquote(children[0])
+                rule.log_prefix = _unquote(children[0], self.token_source(children[0]))
         elif kind == "limit":
             self._claim(rule, "limit", clause)
             rate, _, unit = str(children[0]).partition("/")
-            burst = int(children[1]) if len(children) > 1 else None
+            burst_text = str(children[1]) if len(children) > 1 else None
+            for text in (rate, burst_text):
+                if text is not None and len(text) > MAX_NUMBER_DIGITS:
+                    raise error(f"the number {text[:12]}... is too large", self.tree_source(clause))
+            burst = int(burst_text) if burst_text is not None else None
             rule.limit = syntax.Limit(int(rate), unit, burst, self.tree_source(clause))
         elif kind == "comment":
             self._claim(rule, "comment", clause)
-            rule.comment = _unquote(children[0])
+            rule.comment = _unquote(children[0], self.token_source(children[0]))
         elif kind == "reject_with":
             self._claim(rule, "with", clause)
             rule.reject_with = (str(children[0]), self.token_source(children[0]))

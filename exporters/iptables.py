@@ -15,12 +15,14 @@ from exporters.common import chunk_ports, cut_utf8, default_reference, header_li
 
 # multiport takes at most 15 ports, a range counting as two (iptables-extensions(8)).
 MULTIPORT_SLOTS = 15
-# The LOG target accepts a prefix of at most 29 characters.
+# The LOG target accepts a prefix of at most 29 bytes.
 MAX_LOG_PREFIX = 29
 # xt_comment stores 256 bytes including the terminating NUL.
 MAX_COMMENT_BYTES = 255
 # The limit match scales rates by XT_LIMIT_SCALE = 10000, so at most 10000
 # packets per second; per minute and so on the bound scales up.
+# The limit match takes a burst of at most 10000 (iptables-extensions(8), limit).
+MAX_LIMIT_BURST = 10000
 MAX_LIMIT_RATE = {"second": 10000, "minute": 600000, "hour": 36000000, "day": 864000000}
 # iptables-save prints conntrack states in this order.
 STATE_ORDER = ("invalid", "new", "related", "established", "untracked")
@@ -37,11 +39,11 @@ class IptablesExporter:
     def check(self, graph: RuleGraph) -> list[Diagnostic]:
         problems = []
         for rule in graph.rules():
-            if rule.log_prefix and len(rule.log_prefix) > MAX_LOG_PREFIX:
+            if rule.log_prefix and len(rule.log_prefix.encode()) > MAX_LOG_PREFIX:
                 problems.append(
                     Diagnostic(
-                        f"iptables cannot express a log prefix longer than {MAX_LOG_PREFIX} characters "
-                        f"(this one has {len(rule.log_prefix)}, with the trailing space)",
+                        f"iptables cannot express a log prefix longer than {MAX_LOG_PREFIX} bytes "
+                        f"(this one has {len(rule.log_prefix.encode())}, with the trailing space)",
                         rule.source,
                     )
                 )
@@ -51,6 +53,10 @@ class IptablesExporter:
                         f"iptables cannot express a rate above {MAX_LIMIT_RATE[rule.limit.unit]}/{rule.limit.unit}",
                         rule.source,
                     )
+                )
+            if rule.limit and rule.limit.burst and rule.limit.burst > MAX_LIMIT_BURST:
+                problems.append(
+                    Diagnostic(f"iptables cannot express a burst above {MAX_LIMIT_BURST}", rule.source)
                 )
         return problems
 
@@ -116,11 +122,33 @@ def _port_matches(protocol: str, sports: tuple[PortRange, ...], dports: tuple[Po
     return (["-m", protocol, *single] if single else []) + lists
 
 
-def _addresses(flag: str, match: AddressMatch | None) -> list[str]:
-    if match is None or not match.networks:
-        return []
-    value = ",".join(str(n) for n in match.networks)
-    return (["!"] if match.negated else []) + [flag, value]
+# iptables-restore rejects a parameter of 1024 characters or more ("Parameter
+# too long!"), so long address lists are split over several rules.
+MAX_PARAMETER_CHARS = 1000
+
+
+def _address_chunks(match: AddressMatch | None, one_each: bool = False) -> list[tuple[str, ...]]:
+    """Split a positive address list into comma lists that fit one parameter.
+
+    With one_each, every network gets its own rule: iptables rejects "!" on
+    one side of a rule whose other side lists several addresses.
+    """
+    if match is None or not match.networks or match.negated:
+        return [()]
+    if one_each:
+        return [(str(network),) for network in match.networks]
+    chunks: list[tuple[str, ...]] = []
+    current: list[str] = []
+    length = 0
+    for network in match.networks:
+        text = str(network)
+        if current and length + 1 + len(text) > MAX_PARAMETER_CHARS:
+            chunks.append(tuple(current))
+            current, length = [], 0
+        current.append(text)
+        length += len(text) + (1 if length else 0)
+    chunks.append(tuple(current))
+    return chunks
 
 
 def _rule_lines(rule: Rule, family: str, helper_chains: list[str]) -> list[str]:
@@ -138,15 +166,23 @@ def _rule_lines(rule: Rule, family: str, helper_chains: list[str]) -> list[str]:
         for flag, match in (("-s", rule.saddr), ("-d", rule.daddr))
         if match is not None and match.negated and len(match.networks) > 1
     ]
+    address_variants: list[list[str]] = [[]]
+    any_negated = any(m is not None and m.negated for m in (rule.saddr, rule.daddr))
     for flag, match in (("-s", rule.saddr), ("-d", rule.daddr)):
-        if not any(m is match for _, m in negated):
-            head += _addresses(flag, match)
+        if match is None or not match.networks or any(m is match for _, m in negated):
+            continue
+        if match.negated:
+            options = [["!", flag, str(match.networks[0])]]
+        else:
+            options = [[flag, ",".join(chunk)] for chunk in _address_chunks(match, any_negated)]
+        address_variants = [done + option for done in address_variants for option in options]
 
     protocol = rule.protocol
+    protocol_match: list[str] = []
     if protocol == "icmpv6":
-        head += ["-p", "ipv6-icmp"]
+        protocol_match = ["-p", "ipv6-icmp"]
     elif protocol:
-        head += ["-p", protocol]
+        protocol_match = ["-p", protocol]
 
     tail: list[str] = []
     if rule.ct_states:
@@ -180,7 +216,8 @@ def _rule_lines(rule: Rule, family: str, helper_chains: list[str]) -> list[str]:
         variants = port_variants
 
     lines = []
-    for variant in variants:
+    combined = [addresses + protocol_match + variant for addresses in address_variants for variant in variants]
+    for variant in combined:
         matches = head + variant
         if negated:
             helper = f"pw-{rule.chain}-{rule.source.line}-{len(helper_chains) + 1}"

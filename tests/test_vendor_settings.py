@@ -37,9 +37,9 @@ def test_empty_target_blocks_parse():
     assert graph.settings["c"].entries["k"].value == "v"
 
 
-def test_target_keyword_stays_a_name():
-    graph = load_policy_text("hosts target = 192.0.2.1\nallow tcp 22 from target\n")
-    assert "target" in graph.host_groups
+def test_target_keyword_is_reserved():
+    with pytest.raises(PolicyError, match="'target' is a keyword and cannot name a host group"):
+        load_policy_text("hosts target = 192.0.2.1\nallow tcp 22 from target\n")
 
 
 def test_settings_in_json():
@@ -89,7 +89,7 @@ def test_unknown_key_suggests(target, typo, suggestion):
         ("cisco-asa", "inbound-acl", '"two words"'),
         ("cisco-asa", "outside-interface", '"out;side"'),
         ("cisco-ios", "inbound-acl", "42"),
-        ("cisco-ios", "outside-interface", '"Gi0/0\\nexit"'),
+        ("cisco-ios", "outside-interface", '"Gi0/0 exit"'),
         ("juniper-srx", "outside-zone", '"a b"'),
         ("juniper-srx", "inside-zone", '"' + "z" * 64 + '"'),
     ],

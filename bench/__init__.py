@@ -1,0 +1,1 @@
+"""Benchmark of polywall against Aerleon: policy generator, process measurement and runner."""

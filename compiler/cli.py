@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import dataclasses
 import gc
-import json
 import os
 import shutil
 import sys

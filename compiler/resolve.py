@@ -30,7 +30,6 @@ from compiler.graph import (
     ServiceNode,
     TargetSetting,
     TargetSettingsNode,
-    network_family,
     normalize_networks,
     normalize_ports,
 )

@@ -128,32 +128,18 @@ class CiscoAsaExporter:
 
     def check(self, graph: RuleGraph) -> list[Diagnostic]:
         values, problems = perimeter.read_settings(graph, TARGET, SETTINGS)
-        problems += _check_distinct(graph, values)
+        problems += perimeter.distinct_settings(
+            graph,
+            TARGET,
+            values,
+            (("inbound-acl", "outbound-acl"), ("outside-interface", "inside-interface")),
+        )
         problems += perimeter.check_rules(graph, TARGET, stateful=True)
         problems += _check_object_names(graph)
         return problems
 
     def render(self, graph: RuleGraph) -> dict[str, str]:
         return {FILE: render_config(graph)}
-
-
-def _check_distinct(graph: RuleGraph, values: dict[str, str]) -> list[Diagnostic]:
-    node = graph.settings.get(TARGET)
-    source = node.source if node else None
-    problems = []
-    for first, second in (
-        ("inbound-acl", "outbound-acl"),
-        ("outside-interface", "inside-interface"),
-    ):
-        if values[first] == values[second]:
-            problems.append(
-                Diagnostic(
-                    f"{TARGET} settings '{first}' and '{second}' must differ "
-                    f"(both are '{values[first]}')",
-                    source,
-                )
-            )
-    return problems
 
 
 def _check_object_names(graph: RuleGraph) -> list[Diagnostic]:

@@ -134,13 +134,9 @@ class CiscoIosExporter:
                     node.source if node else None,
                 )
             )
-        if values["outside-interface"] == values["inside-interface"]:
-            problems.append(
-                Diagnostic(
-                    f"{TARGET} settings 'outside-interface' and 'inside-interface' must differ",
-                    node.source if node else None,
-                )
-            )
+        problems += perimeter.distinct_settings(
+            graph, TARGET, values, (("outside-interface", "inside-interface"),)
+        )
         problems += perimeter.check_rules(graph, TARGET, stateful=False)
         return problems
 

@@ -90,14 +90,9 @@ class FortigateExporter:
 
     def check(self, graph: RuleGraph) -> list[Diagnostic]:
         values, problems = perimeter.read_settings(graph, TARGET, SETTINGS)
-        if values["outside-interface"] == values["inside-interface"]:
-            node = graph.settings.get(TARGET)
-            problems.append(
-                Diagnostic(
-                    f"{TARGET} settings 'outside-interface' and 'inside-interface' must differ",
-                    node.source if node else None,
-                )
-            )
+        problems += perimeter.distinct_settings(
+            graph, TARGET, values, (("outside-interface", "inside-interface"),)
+        )
         for rule in graph.rules():
             if rule.reject_with and not (rule.reject_with == TCP_RESET and rule.protocol == "tcp"):
                 problems.append(

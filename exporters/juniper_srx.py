@@ -79,14 +79,9 @@ class JuniperSrxExporter:
 
     def check(self, graph: RuleGraph) -> list[Diagnostic]:
         values, problems = perimeter.read_settings(graph, TARGET, SETTINGS)
-        if values["outside-zone"] == values["inside-zone"]:
-            node = graph.settings.get(TARGET)
-            problems.append(
-                Diagnostic(
-                    f"{TARGET} settings 'outside-zone' and 'inside-zone' must differ",
-                    node.source if node else None,
-                )
-            )
+        problems += perimeter.distinct_settings(
+            graph, TARGET, values, (("outside-zone", "inside-zone"),)
+        )
         for rule in graph.rules():
             if rule.reject_with and not (rule.reject_with == TCP_RESET and rule.protocol == "tcp"):
                 problems.append(

@@ -96,14 +96,9 @@ class PaloAltoExporter:
 
     def check(self, graph: RuleGraph) -> list[Diagnostic]:
         values, problems = perimeter.read_settings(graph, TARGET, SETTINGS)
-        if values["outside-zone"] == values["inside-zone"]:
-            node = graph.settings.get(TARGET)
-            problems.append(
-                Diagnostic(
-                    f"{TARGET} settings 'outside-zone' and 'inside-zone' must differ",
-                    node.source if node else None,
-                )
-            )
+        problems += perimeter.distinct_settings(
+            graph, TARGET, values, (("outside-zone", "inside-zone"),)
+        )
         for rule in graph.rules():
             problem = _reject_problem(rule) or _family_problem(rule)
             if problem is not None:

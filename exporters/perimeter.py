@@ -472,3 +472,19 @@ def render_template(name: str, filters: dict[str, Any], **context: Any) -> str:
     """Render ``exporters/templates/NAME`` with the device's escaping filters."""
     environment = template_environment(tuple(sorted(filters.items())))
     return environment.get_template(name).render(**context)
+
+
+def distinct_settings(
+    graph: RuleGraph, target: str, values: dict[str, str], pairs: tuple[tuple[str, str], ...]
+) -> list[Diagnostic]:
+    """Report each pair of settings that must name different things but are equal."""
+    node = graph.settings.get(target)
+    source = node.source if node else None
+    return [
+        Diagnostic(
+            f"{target} settings '{first}' and '{second}' must differ (both are '{values[first]}')",
+            source,
+        )
+        for first, second in pairs
+        if values[first] == values[second]
+    ]

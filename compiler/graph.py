@@ -108,10 +108,16 @@ class AddressMatch:
         return {f: AddressMatch(tuple(n), self.negated, self.groups) for f, n in split.items()}
 
     def for_family(self, family: str) -> "AddressMatch":
+        if len(self.networks) == 1:
+            if network_family(self.networks[0]) == family:
+                return self
+            return AddressMatch((), self.negated, self.groups)
         found = self._by_family.get(family)
         return found if found is not None else AddressMatch((), self.negated, self.groups)
 
     def families(self) -> set[str]:
+        if len(self.networks) == 1:
+            return {network_family(self.networks[0])}
         return set(self._by_family)
 
 

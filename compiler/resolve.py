@@ -427,8 +427,12 @@ class Resolver:
                 if current is None:
                     current = by_protocol[sel.protocol] = _PortSelection(sel.protocol)
                 current.ports += sel.ports
-                current.icmp_types += tuple(t for t in sel.icmp_types if t not in current.icmp_types)
-                current.services += tuple(s for s in sel.services if s not in current.services)
+                for icmp_type in sel.icmp_types:
+                    if icmp_type not in current.icmp_types:
+                        current.icmp_types += (icmp_type,)
+                for service in sel.services:
+                    if service not in current.services:
+                        current.services += (service,)
         if problems:
             raise PolicyError(problems)
         out = []
@@ -553,14 +557,21 @@ class Resolver:
         if rule.from_ports and selections and [s.protocol for s in selections] == [None]:
             # Source ports named by service carry the protocol, as destination ports do.
             selections = attempt(self._source_selections, rule) or []
-        saddr = attempt(self._address_match, rule.from_addresses)
-        daddr = attempt(self._address_match, rule.to_addresses)
-        reject_with = attempt(self._reject_with, rule)
-        attempt(self._check_interfaces, rule, directions)
-        attempt(self._check_extras, rule)
+        saddr = attempt(self._address_match, rule.from_addresses) if rule.from_addresses else None
+        daddr = attempt(self._address_match, rule.to_addresses) if rule.to_addresses else None
+        # The checks below run only when their clause is present: large
+        # policies spend most of their time in this function.
+        reject_with = attempt(self._reject_with, rule) if rule.reject_with else None
+        if rule.in_interface or rule.out_interface:
+            attempt(self._check_interfaces, rule, directions)
+        if rule.limit or rule.comment is not None or rule.log_prefix is not None:
+            attempt(self._check_extras, rule)
         sports_by_protocol = {}
-        for selection in selections:
-            sports_by_protocol[selection.protocol] = attempt(self._source_ports, rule, selection.protocol)
+        if rule.from_ports:
+            for selection in selections:
+                sports_by_protocol[selection.protocol] = attempt(
+                    self._source_ports, rule, selection.protocol
+                )
         if reject_with == catalog.TCP_RESET and any(s.protocol != "tcp" for s in selections):
             problems.append(
                 Diagnostic(

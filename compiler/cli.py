@@ -19,7 +19,7 @@ EXIT_OK, EXIT_POLICY, EXIT_USAGE = 0, 1, 2
 
 
 class UsageError(PolywallError):
-    """The command line asks for something that cannot be done."""
+    """The command line requests something that cannot be done."""
 
 
 def _parser() -> argparse.ArgumentParser:

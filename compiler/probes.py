@@ -622,6 +622,22 @@ def _resolve(draft: _Draft, plan: LabPlan, direction: str) -> tuple[Packet | Non
         destination = plan.firewall_address(draft.in_interface, family)
     else:
         destination = plan.side_address(draft.out_interface or plan.default_out or "", family)
+    out_interface = draft.out_interface if direction == "fwd" else None
+    return _draft_packet(draft, plan, source, destination, direction, draft.in_interface, out_interface)
+
+
+def _resolve_output(draft: _Draft, plan: LabPlan) -> tuple[Packet | None, str | None]:
+    """Resolve an ``out`` draft: from the firewall to the namespace behind the link it leaves on."""
+    link = draft.out_interface or draft.in_interface
+    source = draft.source or plan.firewall_address(link, draft.family)
+    destination = draft.destination or plan.side_address(link, draft.family)
+    return _draft_packet(draft, plan, source, destination, "out", None, link)
+
+
+def _draft_packet(draft: _Draft, plan: LabPlan, source, destination, direction: str,
+                  in_interface: str | None, out_interface: str | None
+                  ) -> tuple[Packet | None, str | None]:
+    """Build a draft's packet once its addresses are chosen, or return why the lab cannot send it."""
     for role, address in (("source", source), ("destination", destination)):
         problem = _unusable_address(address, plan)
         if problem:
@@ -635,31 +651,8 @@ def _resolve(draft: _Draft, plan: LabPlan, direction: str) -> tuple[Packet | Non
         destination_port=None if is_icmp else draft.destination_port or DEFAULT_PORT,
         icmp_type=ECHO_REQUEST[draft.protocol] if is_icmp else None,
         direction=direction,
-        in_interface=draft.in_interface,
-        out_interface=draft.out_interface if direction == "fwd" else None,
-    )
-    return packet, None
-
-
-def _resolve_output(draft: _Draft, plan: LabPlan) -> tuple[Packet | None, str | None]:
-    """Resolve an ``out`` draft: from the firewall to the namespace behind the link it leaves on."""
-    link = draft.out_interface or draft.in_interface
-    source = draft.source or plan.firewall_address(link, draft.family)
-    destination = draft.destination or plan.side_address(link, draft.family)
-    for role, address in (("source", source), ("destination", destination)):
-        problem = _unusable_address(address, plan)
-        if problem:
-            return None, f"the {role} {address} {problem}"
-    is_icmp = draft.protocol in ECHO_REQUEST
-    packet = Packet(
-        protocol=draft.protocol,
-        source=source,
-        destination=destination,
-        source_port=None if is_icmp else draft.source_port,
-        destination_port=None if is_icmp else draft.destination_port or DEFAULT_PORT,
-        icmp_type=ECHO_REQUEST[draft.protocol] if is_icmp else None,
-        direction="out",
-        out_interface=link,
+        in_interface=in_interface,
+        out_interface=out_interface,
     )
     return packet, None
 

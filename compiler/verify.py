@@ -107,7 +107,7 @@ class DirectionResult:
     """The probes of one direction and, per target, the expected and the observed outcomes.
 
     ``expected`` is the evaluator's outcome, changed only where the target
-    accepts a packet by design. ``by_design`` holds the reason for each probe
+    accepts a packet by design. ``by_design`` contains the reason for each probe
     whose expected outcome was changed, and None for the others.
     """
 

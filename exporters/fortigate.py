@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from compiler.catalog import ICMP_TYPES, ICMPV6_TYPES, TCP_RESET
+from compiler.catalog import ICMP_TYPES, ICMPV6_TYPES
 from compiler.errors import Diagnostic
 from compiler.graph import Network, PortRange, Rule, RuleGraph
 from compiler.hookspecs import hookimpl
@@ -93,17 +93,9 @@ class FortigateExporter:
         problems += perimeter.distinct_settings(
             graph, TARGET, values, (("outside-interface", "inside-interface"),)
         )
-        for rule in graph.rules():
-            if rule.reject_with and not (rule.reject_with == TCP_RESET and rule.protocol == "tcp"):
-                problems.append(
-                    Diagnostic(
-                        f"{TARGET} cannot express a chosen reject type (with {rule.reject_with}): "
-                        "send-deny-packet sends a TCP reset for TCP and an ICMP unreachable "
-                        "otherwise",
-                        rule.source,
-                        "drop the 'with' clause",
-                    )
-                )
+        problems += perimeter.reject_type_problems(
+            graph, TARGET, "send-deny-packet sends a TCP reset for TCP and an ICMP unreachable otherwise"
+        )
         problems += perimeter.check_rules(graph, TARGET, stateful=True)
         problems += _name_problems(graph)
         return problems

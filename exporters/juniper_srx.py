@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from compiler.catalog import ICMP_TYPES, ICMPV6_TYPES, TCP_RESET
+from compiler.catalog import ICMP_TYPES, ICMPV6_TYPES
 from compiler.errors import Diagnostic
 from compiler.graph import Network, PortRange, Rule, RuleGraph
 from compiler.hookspecs import hookimpl
@@ -82,17 +82,9 @@ class JuniperSrxExporter:
         problems += perimeter.distinct_settings(
             graph, TARGET, values, (("outside-zone", "inside-zone"),)
         )
-        for rule in graph.rules():
-            if rule.reject_with and not (rule.reject_with == TCP_RESET and rule.protocol == "tcp"):
-                problems.append(
-                    Diagnostic(
-                        f"{TARGET} cannot express a chosen reject type (with {rule.reject_with}): "
-                        "a reject policy sends a TCP reset for TCP and an ICMP unreachable "
-                        "otherwise",
-                        rule.source,
-                        "drop the 'with' clause",
-                    )
-                )
+        problems += perimeter.reject_type_problems(
+            graph, TARGET, "a reject policy sends a TCP reset for TCP and an ICMP unreachable otherwise"
+        )
         problems += perimeter.check_rules(graph, TARGET, stateful=True)
         problems += _check_object_names(graph)
         return problems

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from compiler.catalog import TCP_RESET
 from compiler.errors import Diagnostic, Source
 from compiler.graph import Network, PortRange, Rule, RuleGraph, TargetSetting
 
@@ -488,3 +489,20 @@ def distinct_settings(
         for first, second in pairs
         if values[first] == values[second]
     ]
+
+
+def reject_type_problems(graph: RuleGraph, target: str, reply: str) -> list[Diagnostic]:
+    """Report each rule that chooses a reject type other than tcp-reset on a TCP rule.
+
+    ``reply`` says what the device sends instead, for the message.
+    """
+    return [
+        Diagnostic(
+            f"{target} cannot express a chosen reject type (with {rule.reject_with}): {reply}",
+            rule.source,
+            "drop the 'with' clause",
+        )
+        for rule in graph.rules()
+        if rule.reject_with and not (rule.reject_with == TCP_RESET and rule.protocol == "tcp")
+    ]
+
